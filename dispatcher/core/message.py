@@ -1,0 +1,127 @@
+"""SQS message bodies: versioned JSON envelopes. Pure.
+
+Two schemas share the queue:
+
+* ``sweepq.submit/v1`` — a sweep request from ``producer submit``::
+
+      {"schema": "sweepq.submit/v1", "sweep_id": "bert-lr-abcdefgh", "token": "<idempotency token>",
+       "spec": {<the sweep file, unchanged>}, "launch": {<resolved LaunchSettings>},
+       "submitter": "arn:aws:iam::...:user/alice", "submitted_at": "2026-11-25T10:00:00Z",
+       "source": "sweep.yaml"}
+
+  ``sweep_id`` must equal ``sweep_id_for(spec.name, token)``, so a retried send (same token)
+  always lands on the same sweep item and a conditional put makes it exactly-once.
+
+* ``sweepq.wake/v1`` — "a trial finished, top up now" from the trainer's exit hook. A trigger only.
+
+:func:`decode` raises :class:`MessageError` for anything that is not one of these envelopes
+(garbage, truncated JSON, unknown schema, a sweep id that does not match its token): such a
+message is left on the queue for SQS to redrive into the DLQ. A valid envelope whose *spec* is
+invalid is not a MessageError: the dispatcher stores that sweep as REJECTED with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from dispatcher.core.errors import MessageError
+from dispatcher.core.identity import is_sweep_id, sweep_id_for
+
+SUBMIT_SCHEMA = "sweepq.submit/v1"
+WAKE_SCHEMA = "sweepq.wake/v1"
+MAX_BODY_BYTES = 256 * 1024  # SQS's classic message size limit
+
+
+@dataclass(frozen=True)
+class SubmitMessage:
+    sweep_id: str
+    token: str
+    spec: dict[str, Any]
+    launch: dict[str, Any]
+    submitter: str
+    submitted_at: str
+    source: str = ""
+    kind: Literal["submit"] = "submit"
+
+
+@dataclass(frozen=True)
+class WakeMessage:
+    sweep_id: str | None
+    event: str
+    kind: Literal["wake"] = "wake"
+
+
+def encode_submit(msg: SubmitMessage) -> str:
+    body = json.dumps(
+        {
+            "schema": SUBMIT_SCHEMA,
+            "sweep_id": msg.sweep_id,
+            "token": msg.token,
+            "spec": msg.spec,
+            "launch": msg.launch,
+            "submitter": msg.submitter,
+            "submitted_at": msg.submitted_at,
+            "source": msg.source,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    size = len(body.encode())
+    if size > MAX_BODY_BYTES:
+        raise MessageError(
+            f"the message is {size:,} bytes, over SQS's limit of {MAX_BODY_BYTES:,} — the sweep file is too "
+            "large; use min/max ranges instead of long value lists"
+        )
+    return body
+
+
+def encode_wake(*, sweep_id: str | None, event: str = "trial-finished", **extra: Any) -> str:
+    return json.dumps({"schema": WAKE_SCHEMA, "event": event, "sweep_id": sweep_id, **extra}, sort_keys=True)
+
+
+def decode(body: str | bytes) -> SubmitMessage | WakeMessage:
+    """Parse a body. Raises :class:`MessageError` (→ DLQ) when it is not a sweepq envelope."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if len(body.encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
+        raise MessageError(f"body is over {MAX_BODY_BYTES:,} bytes — not a sweepq message")
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise MessageError(f"body is not JSON ({exc}) — send sweeps with `producer submit`") from exc
+    if not isinstance(data, dict):
+        raise MessageError(f"body is JSON {type(data).__name__}, not an object — send sweeps with `producer submit`")
+    schema = data.get("schema")
+    if schema == WAKE_SCHEMA:
+        sweep_id = data.get("sweep_id")
+        return WakeMessage(sweep_id=sweep_id if is_sweep_id(sweep_id) else None, event=str(data.get("event", "")))
+    if schema != SUBMIT_SCHEMA:
+        raise MessageError(
+            f"schema: {schema!r} is not {SUBMIT_SCHEMA!r} — this dispatcher understands {SUBMIT_SCHEMA}; "
+            "upgrade the dispatcher or resubmit with a matching producer"
+        )
+    missing = [k for k in ("sweep_id", "token", "spec", "launch", "submitter", "submitted_at") if k not in data]
+    if missing:
+        raise MessageError(f"{', '.join(missing)}: missing from a {SUBMIT_SCHEMA} body")
+    token, sweep_id = data["token"], data["sweep_id"]
+    if not isinstance(token, str) or not 8 <= len(token) <= 128:
+        raise MessageError(f"token: {str(token)[:40]!r} must be a string of 8..128 characters")
+    spec = data["spec"]
+    name = spec.get("name") if isinstance(spec, dict) else None
+    if not is_sweep_id(sweep_id) or sweep_id != sweep_id_for(name if isinstance(name, str) else None, token):
+        raise MessageError(f"sweep_id: {str(sweep_id)[:60]!r} does not match its token and name")
+    for key in ("spec", "launch"):
+        if not isinstance(data[key], dict):
+            raise MessageError(f"{key}: must be an object, got {type(data[key]).__name__}")
+    return SubmitMessage(
+        sweep_id=sweep_id,
+        token=token,
+        spec=data["spec"],
+        launch=data["launch"],
+        submitter=str(data["submitter"])[:256],
+        submitted_at=str(data["submitted_at"])[:64],
+        source=str(data.get("source", ""))[:256],
+    )
