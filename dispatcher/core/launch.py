@@ -57,7 +57,7 @@ class LaunchSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: JobKind = Field(default="pytorchjob", description="Job kind the trials run as.")
+    kind: JobKind | None = Field(default=None, description="Job kind the trials run as; default: the dispatcher's SWEEPQ_BACKEND.")
     image: str = Field(default="sweepq-trainer:latest", description="Container image of the trial.")
     gpus_per_node: int = Field(default=1, ge=0, le=64, description="nvidia.com/gpu requested per node.")
     nproc_per_node: int | None = Field(
