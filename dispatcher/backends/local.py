@@ -1,0 +1,406 @@
+"""The ``local`` job backend: every trial attempt is a real process group on this machine.
+
+Same interface as the Kubernetes kinds (see :mod:`dispatcher.core.jobs`). The "cluster" is a
+directory, ``<state_dir>/jobs/<job_name>/``, holding:
+
+============== =========================================================================
+``spec.json``  argv, cwd, the environment *added* to the dispatcher's (secret-looking values
+               redacted), labels (sweep id, trial index, attempt), ``created_at``. Its
+               creation is the claim: ``link()`` of a complete temp file, so exactly one
+               ``submit`` wins and a reader never sees half a spec.
+``pid``        the supervisor's pid, its start time (``/proc/<pid>/stat`` field 22) and the
+               boot id, so a reused pid or a reboot is never mistaken for the trial.
+``log.txt``    stdout and stderr of the supervisor, torchrun and every worker.
+``exit_code``  the verdict, written once: ``{returncode, reason, finished_at}``.
+============== =========================================================================
+
+The trial runs under a supervisor (:mod:`dispatcher.backends.local_supervise`) started in its
+own session, so it outlives the dispatcher: a restarted dispatcher finds the running job, and
+its exit code, in the directory. Phases, by what the directory holds:
+
+==================================== ============================================
+``exit_code`` with returncode 0      SUCCEEDED
+``exit_code`` otherwise              FAILED, reason from the record
+``pid``, supervisor alive            RUNNING
+``pid``, supervisor gone             FAILED "process vanished" (recorded)
+neither, younger than ``start_grace`` PENDING (claimed, not spawned yet)
+neither, older                       FAILED "never started" (recorded; retried)
+==================================== ============================================
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from dispatcher.backends import local_supervise as sv
+from dispatcher.core.errors import ConfigError, PermanentError, SpecError
+from dispatcher.core.jobs import (
+    LABEL_ATTEMPT,
+    LABEL_MANAGED_BY,
+    LABEL_SWEEP_ID,
+    LABEL_TRIAL_INDEX,
+    MANAGED_BY,
+    DryRun,
+    JobPhase,
+    JobStatus,
+    LaunchRequest,
+    TrialCommand,
+)
+from dispatcher.core.launch import LaunchSettings
+
+logger = logging.getLogger(__name__)
+
+KIND = "local"
+OUTPUT_DIR_ENV = "SWEEPQ_OUTPUT_DIR"
+SECRET_ENV = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL)", re.IGNORECASE)  # as in core.launch
+REDACTED = "<redacted>"
+SUPERVISOR = Path(sv.__file__).resolve()
+_SAFE_JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+_SUPERVISOR_MARGIN_S = 3.0  # cancel waits kill_grace + this for the supervisor's own escalation
+
+
+@dataclass(frozen=True)
+class LocalLaunch:
+    """The ``request`` of a local :class:`DryRun`: exactly the process one attempt becomes.
+
+    ``env`` is *added* to the dispatcher's environment, which the trial inherits (so secrets
+    such as ``WANDB_API_KEY`` reach it without ever being written down).
+    """
+
+    job_name: str
+    sweep_id: str
+    trial_index: int
+    trial_id: str
+    attempt: int
+    argv: tuple[str, ...]
+    cwd: str
+    env: Mapping[str, str]
+    labels: Mapping[str, str]
+    max_runtime: int | None = None
+
+    def spec(self, *, created_at: float, kill_grace: float) -> dict[str, Any]:
+        """The ``spec.json`` record: everything but secret values."""
+        return {
+            "job_name": self.job_name,
+            "kind": KIND,
+            "sweep_id": self.sweep_id,
+            "trial_index": self.trial_index,
+            "trial_id": self.trial_id,
+            "attempt": self.attempt,
+            "gpus": 0,
+            "labels": dict(self.labels),
+            "argv": list(self.argv),
+            "cwd": self.cwd,
+            "env": redact(self.env),
+            "inherits_env": True,
+            "max_runtime": self.max_runtime,
+            "kill_grace": kill_grace,
+            "created_at": created_at,
+        }
+
+
+# --- pure builders ------------------------------------------------------------------------------
+
+
+def job_labels(request: LaunchRequest) -> dict[str, str]:
+    return {
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_SWEEP_ID: request.sweep_id,
+        LABEL_TRIAL_INDEX: str(request.trial_index),
+        LABEL_ATTEMPT: str(request.attempt),
+    }
+
+
+def redact(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with the values of secret-looking names replaced by ``<redacted>``."""
+    return {name: (REDACTED if SECRET_ENV.search(name) else value) for name, value in sorted(env.items())}
+
+
+def build_env(request: LaunchRequest, *, output_dir: Path, job_dir: Path) -> dict[str, str]:
+    """What the trial's environment adds to the dispatcher's: sweep settings, then the request."""
+    env = {**request.launch.env, **request.env}
+    env.setdefault(OUTPUT_DIR_ENV, str(output_dir))
+    env["PYTHONUNBUFFERED"] = "1"
+    env[sv.JOB_TAG_ENV] = str(job_dir)  # reserved: finds every process of the trial on cancel
+    return env
+
+
+def resolve_executable(name: str, *, cwd: str, path: str | None) -> str:
+    """``argv[0]`` as an absolute path: relative to ``cwd`` if it holds a '/', else on ``PATH``."""
+    if "/" in name:
+        candidate = os.path.normpath(os.path.join(cwd, name))
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+        raise SpecError(f"command[0]: {name!r} is not an executable file in {cwd} — fix the path or chmod +x it")
+    found = shutil.which(name, path=path)
+    if found is None:
+        raise SpecError(f"command[0]: {name!r} not found on PATH — install it or write its full path")
+    return os.path.abspath(found)
+
+
+def build_argv(
+    command: TrialCommand, launch: LaunchSettings, *, python: str, cwd: str, path: str | None
+) -> tuple[str, ...]:
+    """The exact argv, never passed through a shell."""
+    if command.launcher == "torchrun":
+        if not command.argv:
+            raise SpecError("command: nothing after ${interpreter} — name the training script, e.g. train.py")
+        return (
+            python,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",  # a free rendezvous port per trial: concurrent trials never collide
+            "--nnodes=1",
+            f"--nproc-per-node={launch.workers_per_node}",
+            f"--max-restarts={launch.max_restarts}",
+            *command.argv,
+        )
+    if command.launcher is None:
+        if not command.argv:
+            raise SpecError("command: empty — write the program to run, e.g. ['python', 'train.py']")
+        return (resolve_executable(command.argv[0], cwd=cwd, path=path), *command.argv[1:])
+    raise SpecError(
+        f"command.launcher: {command.launcher!r} is not supported by the local backend — "
+        "use 'torchrun' (${interpreter}) or none (argv run verbatim)"
+    )
+
+
+def render(launch: LocalLaunch, job_dir: Path) -> str:
+    """YAML-ish view of a dry run; secret-looking values redacted."""
+    document = {
+        "kind": KIND,
+        "job": launch.job_name,
+        "labels": dict(launch.labels),
+        "cwd": launch.cwd,
+        "argv": list(launch.argv),
+        "env": redact(launch.env),
+        "max_runtime": launch.max_runtime,
+        "job_dir": str(job_dir),
+        "log": str(job_dir / sv.LOG_FILE),
+    }
+    header = "# local trial: supervised process group on this machine; env is added to the dispatcher's\n"
+    return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=1000)
+
+
+def job_status(
+    spec: Mapping[str, Any], pid: Mapping[str, Any] | None, verdict: Mapping[str, Any] | None
+) -> JobStatus:
+    """The phase a job directory's files stand for (purely computational; liveness checked before)."""
+    if verdict is not None:
+        succeeded = verdict.get("returncode") == 0 and not verdict.get("reason")
+        phase = JobPhase.SUCCEEDED if succeeded else JobPhase.FAILED
+    else:
+        phase = JobPhase.RUNNING if pid is not None else JobPhase.PENDING
+    return JobStatus(
+        name=spec["job_name"],
+        kind=KIND,
+        sweep_id=spec["sweep_id"],
+        trial_index=int(spec["trial_index"]),
+        attempt=int(spec["attempt"]),
+        phase=phase,
+        gpus=0,
+        created_at=spec.get("created_at"),
+        started_at=pid.get("started_at") if pid else None,
+        finished_at=verdict.get("finished_at") if verdict else None,
+        reason=(verdict.get("reason") or "") if verdict else "",
+    )
+
+
+# --- the backend --------------------------------------------------------------------------------
+
+
+class LocalBackend:
+    """Runs trials as supervised local process groups; state lives in ``state_dir``.
+
+    ``slots`` is the number of trials this machine runs at once; the dispatcher's planner uses
+    it as the global cap (the backend itself never refuses a submit). ``clock`` dates records
+    and ages claims (``start_grace``); ``kill_grace`` is the SIGTERM → SIGKILL delay of cancel.
+    """
+
+    kind = KIND
+
+    def __init__(
+        self,
+        state_dir: Path | str,
+        slots: int = 2,
+        python: str = sys.executable,
+        clock: Callable[[], float] = time.time,
+        *,
+        cwd: Path | str | None = None,
+        kill_grace: float = 5.0,
+        start_grace: float = 30.0,
+    ) -> None:
+        if slots < 1:
+            raise ConfigError(f"slots: {slots} — the local backend needs at least 1 slot (SWEEPQ_LOCAL_SLOTS)")
+        self.state_dir = Path(state_dir).resolve()
+        self.slots = slots
+        self.python = python
+        self.clock = clock
+        self.cwd = str(Path(cwd).resolve()) if cwd is not None else os.getcwd()
+        self.kill_grace = kill_grace
+        self.start_grace = start_grace
+        self._children: dict[str, subprocess.Popen[bytes]] = {}  # supervisors we started; reaped in observe
+
+    # -- paths
+
+    def job_dir(self, name: str) -> Path:
+        if not _SAFE_JOB_NAME.fullmatch(name):
+            raise PermanentError(f"job_name: {name!r} is not a safe directory name — use a DNS-1123 job name")
+        return self.state_dir / "jobs" / name
+
+    def log_path(self, name: str) -> Path:
+        return self.job_dir(name) / sv.LOG_FILE
+
+    # -- the Backend interface
+
+    def dryrun(self, request: LaunchRequest) -> DryRun:
+        job_dir = self.job_dir(request.job_name)
+        env = build_env(request, output_dir=self.state_dir / "outputs", job_dir=job_dir)
+        argv = build_argv(
+            request.command, request.launch, python=self.python, cwd=self.cwd, path=env.get("PATH", os.environ.get("PATH"))
+        )
+        launch = LocalLaunch(
+            job_name=request.job_name,
+            sweep_id=request.sweep_id,
+            trial_index=request.trial_index,
+            trial_id=request.trial_id,
+            attempt=request.attempt,
+            argv=argv,
+            cwd=self.cwd,
+            env=env,
+            labels=job_labels(request),
+            max_runtime=request.launch.max_runtime,
+        )
+        return DryRun(job_name=request.job_name, kind=KIND, request=launch, rendered=render(launch, job_dir))
+
+    def submit(self, dryrun: DryRun) -> str:
+        """Claim the job directory, then start its supervisor. A second submit is a no-op."""
+        launch = dryrun.request
+        if dryrun.kind != KIND or not isinstance(launch, LocalLaunch):
+            raise PermanentError(f"dryrun.kind: {dryrun.kind!r} — the local backend submits only its own dry runs")
+        job_dir = self.job_dir(launch.job_name)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        spec = launch.spec(created_at=self.clock(), kill_grace=self.kill_grace)
+        if not sv.create_json_exclusive(job_dir / sv.SPEC_FILE, spec):
+            logger.debug("job %s already submitted; not starting it again", launch.job_name)
+            return launch.job_name
+        Path(launch.env[OUTPUT_DIR_ENV]).mkdir(parents=True, exist_ok=True)
+        self._spawn(job_dir, launch)
+        return launch.job_name
+
+    def observe(self) -> dict[str, JobStatus]:
+        self._reap()
+        try:
+            entries = sorted(os.scandir(self.state_dir / "jobs"), key=lambda entry: entry.name)
+        except FileNotFoundError:
+            return {}
+        statuses = {}
+        for entry in entries:
+            if entry.is_dir() and not entry.name.startswith("."):
+                status = self._observe_one(Path(entry.path))
+                if status is not None:
+                    statuses[status.name] = status
+        return statuses
+
+    def cancel(self, name: str) -> None:
+        """SIGTERM the trial (through its supervisor), SIGKILL after ``kill_grace``; idempotent."""
+        job_dir = self.job_dir(name)
+        if not (job_dir / sv.SPEC_FILE).exists() or (job_dir / sv.EXIT_FILE).exists():
+            logger.debug("cancel %s: unknown or finished; nothing to do", name)
+            return
+        sv.create_json_exclusive(job_dir / sv.CANCEL_FILE, {"requested_at": self.clock()})
+        pid = sv.read_json(job_dir / sv.PID_FILE)
+        if pid is not None and sv.is_alive(pid):
+            logger.info("cancel %s: SIGTERM to supervisor %s", name, pid["pid"])
+            os.kill(pid["pid"], signal.SIGTERM)
+            if self._wait_gone(pid, self.kill_grace + _SUPERVISOR_MARGIN_S):
+                self._verdict(job_dir, "cancelled", grace=0.0)  # sweeps stragglers if the record exists
+                return
+            logger.warning("cancel %s: supervisor %s unresponsive; killing the whole trial", name, pid["pid"])
+        self._verdict(job_dir, "cancelled", grace=0.0)
+        self._reap()
+
+    # -- internals
+
+    def _spawn(self, job_dir: Path, launch: LocalLaunch) -> None:
+        env = {**os.environ, **launch.env}
+        command = [sys.executable, "-I", str(SUPERVISOR), str(job_dir)]
+        with open(job_dir / sv.LOG_FILE, "ab") as log:
+            try:
+                proc = subprocess.Popen(
+                    command,
+                    cwd=job_dir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as error:
+                logger.warning("job %s: cannot start its supervisor: %s", launch.job_name, error)
+                self._verdict(job_dir, f"cannot start supervisor: {error}", grace=0.0)
+                return
+        self._children[launch.job_name] = proc
+        identity = sv.process_identity(proc.pid)
+        if identity is not None:  # None only if it vanished already; observe then says so
+            sv.create_json_exclusive(job_dir / sv.PID_FILE, identity)
+        logger.debug("job %s: supervisor pid %s", launch.job_name, proc.pid)
+
+    def _observe_one(self, job_dir: Path) -> JobStatus | None:
+        spec = sv.read_json(job_dir / sv.SPEC_FILE)
+        if spec is None:
+            return None  # a submit crashed before its claim: not a job
+        verdict = sv.read_json(job_dir / sv.EXIT_FILE)
+        pid = sv.read_json(job_dir / sv.PID_FILE)
+        if verdict is None and pid is None and self.clock() - float(spec["created_at"]) > self.start_grace:
+            verdict = self._verdict(job_dir, "never started", grace=self.kill_grace)
+        elif verdict is None and pid is not None and not sv.is_alive(pid):
+            # It may have recorded its exit between our two reads; only then is it really gone.
+            verdict = sv.read_json(job_dir / sv.EXIT_FILE) or self._verdict(
+                job_dir, "process vanished", grace=self.kill_grace
+            )
+        return job_status(spec, pid, verdict)
+
+    def _verdict(self, job_dir: Path, reason: str, *, grace: float) -> dict[str, Any]:
+        """Record a verdict unless one exists, then end every process of the job.
+
+        The order matters: the supervisor writes ``pid`` *before* it checks for ``exit_code``,
+        and we write ``exit_code`` *before* we look for ``pid``. So a supervisor that missed our
+        verdict is always seen here, and terminated.
+        """
+        record = {"returncode": None, "reason": reason, "finished_at": self.clock()}
+        if sv.create_json_exclusive(job_dir / sv.EXIT_FILE, record):
+            logger.info("job %s: FAILED (%s)", job_dir.name, reason)
+        pid = sv.read_json(job_dir / sv.PID_FILE)
+        root = int(pid["pid"]) if pid is not None and sv.is_alive(pid) else None
+        if pid is not None:
+            sv.terminate_job_processes(job_dir, grace, root=root)
+        recorded = sv.read_json(job_dir / sv.EXIT_FILE)
+        assert recorded is not None  # created above or by someone before us; never deleted
+        return recorded
+
+    def _wait_gone(self, identity: Mapping[str, Any], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._reap()
+            if not sv.is_alive(dict(identity)):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _reap(self) -> None:
+        for name, proc in list(self._children.items()):
+            if proc.poll() is not None:
+                del self._children[name]
