@@ -14,6 +14,9 @@ Two schemas share the queue:
 
 * ``sweepq.wake/v1`` — "a trial finished, top up now" from the trainer's exit hook. A trigger only.
 
+* ``sweepq.cancel/v1`` — ``producer cancel``: researchers only need to *send* to the queue and
+  *read* the table; the dispatcher performs the cancellation.
+
 :func:`decode` raises :class:`MessageError` for anything that is not one of these envelopes
 (garbage, truncated JSON, unknown schema, a sweep id that does not match its token): such a
 message is left on the queue for SQS to redrive into the DLQ. A valid envelope whose *spec* is
@@ -31,6 +34,7 @@ from dispatcher.core.identity import is_sweep_id, sweep_id_for
 
 SUBMIT_SCHEMA = "sweepq.submit/v1"
 WAKE_SCHEMA = "sweepq.wake/v1"
+CANCEL_SCHEMA = "sweepq.cancel/v1"
 MAX_BODY_BYTES = 256 * 1024  # SQS's classic message size limit
 
 
@@ -51,6 +55,17 @@ class WakeMessage:
     sweep_id: str | None
     event: str
     kind: Literal["wake"] = "wake"
+
+
+@dataclass(frozen=True)
+class CancelMessage:
+    sweep_id: str
+    requested_by: str
+    kind: Literal["cancel"] = "cancel"
+
+
+def encode_cancel(*, sweep_id: str, requested_by: str) -> str:
+    return json.dumps({"schema": CANCEL_SCHEMA, "sweep_id": sweep_id, "requested_by": requested_by}, sort_keys=True)
 
 
 def encode_submit(msg: SubmitMessage) -> str:
@@ -82,7 +97,7 @@ def encode_wake(*, sweep_id: str | None, event: str = "trial-finished", **extra:
     return json.dumps({"schema": WAKE_SCHEMA, "event": event, "sweep_id": sweep_id, **extra}, sort_keys=True)
 
 
-def decode(body: str | bytes) -> SubmitMessage | WakeMessage:
+def decode(body: str | bytes) -> SubmitMessage | WakeMessage | CancelMessage:
     """Parse a body. Raises :class:`MessageError` (→ DLQ) when it is not a sweepq envelope."""
     if isinstance(body, bytes):
         body = body.decode("utf-8", "replace")
@@ -98,6 +113,11 @@ def decode(body: str | bytes) -> SubmitMessage | WakeMessage:
     if schema == WAKE_SCHEMA:
         sweep_id = data.get("sweep_id")
         return WakeMessage(sweep_id=sweep_id if is_sweep_id(sweep_id) else None, event=str(data.get("event", "")))
+    if schema == CANCEL_SCHEMA:
+        sweep_id = data.get("sweep_id")
+        if not is_sweep_id(sweep_id):
+            raise MessageError(f"sweep_id: {str(sweep_id)[:60]!r} is not a sweep id")
+        return CancelMessage(sweep_id=sweep_id, requested_by=str(data.get("requested_by", ""))[:256])
     if schema != SUBMIT_SCHEMA:
         raise MessageError(
             f"schema: {schema!r} is not {SUBMIT_SCHEMA!r} — this dispatcher understands {SUBMIT_SCHEMA}; "

@@ -53,7 +53,8 @@ class SweepOutcome:
     record: SweepRecord | None = None  # the sweep as it will be after the transitions
 
 
-def _fail_attempt(sweep: SweepRecord, t: LiveTrial, outcome: TrialState, reason: str) -> Transition:
+def fail_attempt(sweep: SweepRecord, t: LiveTrial, outcome: TrialState, reason: str) -> Transition:
+    """This attempt ended badly: retry it (WAITING for a slot) or, out of retries, FAILED."""
     if t.attempt <= sweep.launch.max_retries:
         waiting = dataclasses.replace(t, state=TrialState.WAITING, reason=reason, started_at=None)
         return Transition(sweep.sweep_id, t.index, t.attempt, waiting, TrialState.WAITING, outcome, reason)
@@ -68,16 +69,16 @@ def _observe_trial(sweep: SweepRecord, t: LiveTrial, job: JobStatus | None, now:
     if job is None:
         if t.state is TrialState.PENDING:
             return [], [], [Relaunch(sid, t.index, t.attempt, t.job_name)]
-        return [_fail_attempt(sweep, t, TrialState.LOST, f"job {t.job_name} vanished from the cluster")], [], []
+        return [fail_attempt(sweep, t, TrialState.LOST, f"job {t.job_name} vanished from the cluster")], [], []
     if job.phase is JobPhase.SUCCEEDED:
         return [Transition(sid, t.index, t.attempt, None, TrialState.SUCCEEDED, TrialState.SUCCEEDED)], [], []
     if job.phase is JobPhase.FAILED:
-        return [_fail_attempt(sweep, t, TrialState.FAILED, job.reason or "job failed")], [], []
+        return [fail_attempt(sweep, t, TrialState.FAILED, job.reason or "job failed")], [], []
     if job.phase is JobPhase.PENDING:
         waited = now - t.claimed_at
         if waited > launch.start_timeout:
             reason = f"still pending after {int(waited)} s (start_timeout {launch.start_timeout} s)"
-            return [_fail_attempt(sweep, t, TrialState.FAILED, reason)], [CancelJob(job.kind, job.name, reason)], []
+            return [fail_attempt(sweep, t, TrialState.FAILED, reason)], [CancelJob(job.kind, job.name, reason)], []
         if t.state is TrialState.PENDING:
             launched = dataclasses.replace(t, state=TrialState.LAUNCHED)
             return [Transition(sid, t.index, t.attempt, launched, TrialState.LAUNCHED)], [], []
@@ -86,7 +87,7 @@ def _observe_trial(sweep: SweepRecord, t: LiveTrial, job: JobStatus | None, now:
     started = t.started_at if t.started_at is not None else (job.started_at or now)
     if launch.max_runtime and now - started > launch.max_runtime:
         reason = f"ran {int(now - started)} s, over max_runtime {launch.max_runtime} s"
-        return [_fail_attempt(sweep, t, TrialState.FAILED, reason)], [CancelJob(job.kind, job.name, reason)], []
+        return [fail_attempt(sweep, t, TrialState.FAILED, reason)], [CancelJob(job.kind, job.name, reason)], []
     if t.state is not TrialState.RUNNING:
         running = dataclasses.replace(t, state=TrialState.RUNNING, started_at=started)
         return [Transition(sid, t.index, t.attempt, running, TrialState.RUNNING)], [], []
@@ -122,25 +123,36 @@ def _stop_all(sweep: SweepRecord, jobs: Mapping[str, JobStatus], reason: str) ->
     return transitions, cancels
 
 
+def _orphans(sweep: SweepRecord, jobs: Mapping[str, JobStatus]) -> list[CancelJob]:
+    """Non-terminal jobs of this sweep that no live trial owns (a superseded attempt, or a job
+    created by a dispatcher that crashed after its trial was already given up)."""
+    owned = {t.job_name for t in sweep.live.values()}
+    return [
+        CancelJob(job.kind, job.name, "orphan: no live trial owns this job")
+        for job in sorted(jobs.values(), key=lambda j: j.name)
+        if job.sweep_id == sweep.sweep_id and job.name not in owned and not job.phase.terminal
+    ]
+
+
 def reconcile_sweep(sweep: SweepRecord, jobs: Mapping[str, JobStatus], *, now: float) -> SweepOutcome:
-    """Decide what changes for one active sweep given the observed jobs (keyed by job name)."""
+    """Decide what changes for one active sweep given the observed jobs (keyed by job name).
+
+    The sweep's end state (if any) must only be written after every cancel succeeded.
+    """
+    orphans = _orphans(sweep, jobs)
     if sweep.cancel_requested:
         transitions, cancels = _stop_all(sweep, jobs, "sweep cancelled")
-        return SweepOutcome(transitions, cancels, [], (SweepState.CANCELLED, "cancelled by request"), _apply(sweep, transitions))
+        end = (SweepState.CANCELLED, "cancelled by request")
+        return SweepOutcome(transitions, orphans + cancels, [], end, _apply(sweep, transitions))
 
     transitions: list[Transition] = []
-    cancels: list[CancelJob] = []
+    cancels: list[CancelJob] = list(orphans)
     relaunches: list[Relaunch] = []
-    live_jobs = {t.job_name for t in sweep.live.values()}
     for t in sorted(sweep.live.values(), key=lambda t: t.index):
         trs, cs, rs = _observe_trial(sweep, t, jobs.get(t.job_name), now)
         transitions += trs
         cancels += cs
         relaunches += rs
-    # Orphans: a non-terminal job of this sweep that no live trial owns (a superseded attempt).
-    for job in jobs.values():
-        if job.sweep_id == sweep.sweep_id and job.name not in live_jobs and not job.phase.terminal:
-            cancels.append(CancelJob(job.kind, job.name, "orphan: no live trial owns this job"))
     after = _apply(sweep, transitions)
 
     limit = sweep.launch.max_failed_trials

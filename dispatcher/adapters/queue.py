@@ -1,0 +1,110 @@
+"""SQS adapter: the team's sweep queue and its dead-letter queue. ``client`` is injected."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from dispatcher.core.errors import ConfigError, SweepqError, TransientError
+
+log = logging.getLogger(__name__)
+DLQ_MAX_RECEIVES = 3
+
+
+@dataclass(frozen=True)
+class Received:
+    message_id: str
+    receipt: str
+    body: str
+    receive_count: int
+
+
+def _translate(exc: Exception, what: str) -> SweepqError:
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if status >= 500 or "Throttl" in code or code in ("RequestThrottled", "ServiceUnavailable"):
+            return TransientError(f"{what}: SQS {code or status}")
+        if code in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+            return ConfigError(f"{what}: the queue does not exist — run `dispatcher bootstrap` or set SWEEPQ_QUEUE_URL")
+        return SweepqError(f"{what}: SQS {code}: {exc}")
+    return TransientError(f"{what}: {exc}")
+
+
+def resolve_queue_url(client: Any, *, url: str | None, name: str | None) -> str:
+    """``SWEEPQ_QUEUE_URL`` if given, else look up ``SWEEPQ_QUEUE_NAME``."""
+    if url:
+        return url
+    if not name:
+        raise ConfigError("no queue: set SWEEPQ_QUEUE_URL (or SWEEPQ_QUEUE_NAME), or pass --queue-url")
+    try:
+        return client.get_queue_url(QueueName=name)["QueueUrl"]
+    except (ClientError, BotoCoreError) as exc:
+        raise _translate(exc, f"find queue {name!r}") from exc
+
+
+def create_queues(client: Any, name: str, *, visibility_timeout: int = 300) -> tuple[str, str]:
+    """Idempotently create ``name`` and ``name-dlq`` with a redrive policy. Returns both URLs."""
+    try:
+        dlq_url = client.create_queue(
+            QueueName=f"{name}-dlq",
+            Attributes={"MessageRetentionPeriod": "1209600", "SqsManagedSseEnabled": "true"},
+        )["QueueUrl"]
+        dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        url = client.create_queue(
+            QueueName=name,
+            Attributes={
+                "VisibilityTimeout": str(visibility_timeout),
+                "ReceiveMessageWaitTimeSeconds": "20",
+                "SqsManagedSseEnabled": "true",
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(DLQ_MAX_RECEIVES)}),
+            },
+        )["QueueUrl"]
+    except (ClientError, BotoCoreError) as exc:
+        raise _translate(exc, f"create queue {name!r}") from exc
+    return url, dlq_url
+
+
+class Queue:
+    def __init__(self, client: Any, url: str) -> None:
+        self.client = client
+        self.url = url
+
+    def send(self, body: str, *, dedup_id: str | None = None) -> str:
+        try:
+            return self.client.send_message(QueueUrl=self.url, MessageBody=body)["MessageId"]
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, "send to the sweep queue") from exc
+
+    def receive(self, *, max_messages: int = 10, wait_s: int = 0, visibility_s: int | None = None) -> list[Received]:
+        kwargs: dict[str, Any] = {
+            "QueueUrl": self.url,
+            "MaxNumberOfMessages": max_messages,
+            "WaitTimeSeconds": wait_s,
+            "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
+        }
+        if visibility_s is not None:
+            kwargs["VisibilityTimeout"] = visibility_s
+        try:
+            out = self.client.receive_message(**kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, "receive from the sweep queue") from exc
+        return [
+            Received(
+                message_id=m["MessageId"],
+                receipt=m["ReceiptHandle"],
+                body=m.get("Body", ""),
+                receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
+            )
+            for m in out.get("Messages", [])
+        ]
+
+    def delete(self, receipt: str) -> None:
+        try:
+            self.client.delete_message(QueueUrl=self.url, ReceiptHandle=receipt)
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, "delete a processed message") from exc
