@@ -393,7 +393,9 @@ class Dispatcher:
     # -- launch ---------------------------------------------------------------------------
     def _submit(self, record: SweepRecord, index: int, attempt: int) -> None:
         sweep = self.specs.get(record.sweep_id)
-        request = launch_request(self.settings, sweep, record, index, attempt, self.queue.url if self.queue else None)
+        request = launch_request(
+            self.settings, sweep, record.sweep_id, record.launch, index, attempt, self.queue.url if self.queue else None
+        )
         backend = self.backends[record.kind]
         backend.submit(backend.dryrun(request))
 

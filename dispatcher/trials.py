@@ -61,15 +61,18 @@ class SpecCache:
         return sweep
 
 
-def trial_env(settings: Settings, sweep: Sweep, record: SweepRecord, index: int, attempt: int, queue_url: str | None) -> dict[str, str]:
-    tid = trial_id(record.sweep_id, index)
+def trial_env(
+    settings: Settings, sweep: Sweep, sweep_id: str, launch: LaunchSettings, index: int, attempt: int, queue_url: str | None
+) -> dict[str, str]:
+    """The environment contract with the trainer (see trainer/README or the README's table)."""
+    tid = trial_id(sweep_id, index)
     env = {
-        "SWEEP_ID": record.sweep_id,
+        "SWEEP_ID": sweep_id,
         "TRIAL_INDEX": str(index),
         "TRIAL_ID": tid,
         "SWEEPQ_ATTEMPT": str(attempt),
         "SWEEPQ_TABLE": settings.table,
-        "WANDB_RUN_GROUP": record.sweep_id,
+        "WANDB_RUN_GROUP": sweep_id,
         "WANDB_RUN_ID": tid,
         "WANDB_NAME": tid,
     }
@@ -82,23 +85,30 @@ def trial_env(settings: Settings, sweep: Sweep, record: SweepRecord, index: int,
         env["SWEEPQ_OUTPUT_DIR"] = settings.output_dir
     if settings.wake and queue_url:
         env["SWEEPQ_QUEUE_URL"] = queue_url
-    env.update(record.launch.env)
+    env.update(launch.env)
     return env
 
 
 def launch_request(
-    settings: Settings, sweep: Sweep, record: SweepRecord, index: int, attempt: int, queue_url: str | None
+    settings: Settings,
+    sweep: Sweep,
+    sweep_id: str,
+    launch: LaunchSettings,
+    index: int,
+    attempt: int,
+    queue_url: str | None = None,
 ) -> LaunchRequest:
+    """The request for one trial attempt. Also used by ``producer submit --dry-run``."""
     params = sweep.trial(index)
     return LaunchRequest(
-        sweep_id=record.sweep_id,
+        sweep_id=sweep_id,
         trial_index=index,
-        trial_id=trial_id(record.sweep_id, index),
+        trial_id=trial_id(sweep_id, index),
         attempt=attempt,
-        job_name=job_name(record.sweep_id, index, attempt),
+        job_name=job_name(sweep_id, index, attempt),
         namespace=settings.namespace,
         params=params,
         command=render_command(sweep, params),
-        launch=record.launch,
-        env=trial_env(settings, sweep, record, index, attempt, queue_url),
+        launch=launch,
+        env=trial_env(settings, sweep, sweep_id, launch, index, attempt, queue_url),
     )
