@@ -324,7 +324,10 @@ class LocalBackend:
         pid = sv.read_json(job_dir / sv.PID_FILE)
         if pid is not None and sv.is_alive(pid):
             logger.info("cancel %s: SIGTERM to supervisor %s", name, pid["pid"])
-            os.kill(pid["pid"], signal.SIGTERM)
+            try:
+                os.kill(pid["pid"], signal.SIGTERM)
+            except ProcessLookupError:
+                logger.debug("cancel %s: supervisor exited meanwhile", name)
             if self._wait_gone(pid, self.kill_grace + _SUPERVISOR_MARGIN_S):
                 self._verdict(job_dir, "cancelled", grace=0.0)  # sweeps stragglers if the record exists
                 return
@@ -355,7 +358,7 @@ class LocalBackend:
         self._children[launch.job_name] = proc
         identity = sv.process_identity(proc.pid)
         if identity is not None:  # None only if it vanished already; observe then says so
-            sv.create_json_exclusive(job_dir / sv.PID_FILE, identity)
+            sv.create_json_exclusive(job_dir / sv.PID_FILE, {**identity, "started_at": self.clock()})
         logger.debug("job %s: supervisor pid %s", launch.job_name, proc.pid)
 
     def _observe_one(self, job_dir: Path) -> JobStatus | None:

@@ -119,15 +119,8 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2 :].split()  # comm may contain spaces and parentheses
 
 
-def _boot_time() -> float:
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("btime "):
-            return float(line.split()[1])
-    raise RuntimeError("/proc/stat has no btime line — the local backend needs Linux procfs")
-
-
 def process_identity(pid: int) -> dict[str, Any] | None:
-    """``{pid, starttime, boot_id, started_at}`` of a live process; None if it does not exist.
+    """``{pid, starttime, boot_id}`` of a live process; None if it does not exist.
 
     ``starttime`` is field 22 of /proc/<pid>/stat (clock ticks since boot): a pid reused by another
     process, or the same pid after a reboot, has a different (starttime, boot_id) pair.
@@ -135,13 +128,7 @@ def process_identity(pid: int) -> dict[str, Any] | None:
     fields = _stat_fields(pid)
     if fields is None:
         return None
-    starttime = int(fields[19])
-    return {
-        "pid": pid,
-        "starttime": starttime,
-        "boot_id": boot_id(),
-        "started_at": _boot_time() + starttime / os.sysconf("SC_CLK_TCK"),
-    }
+    return {"pid": pid, "starttime": int(fields[19]), "boot_id": boot_id()}
 
 
 def is_alive(identity: dict[str, Any]) -> bool:
@@ -289,9 +276,14 @@ class Supervisor:
         except ProcessLookupError:
             logger.debug("trial process group %s already gone", self.child.pid)
 
-    def run(self) -> int:
+    def install_signal_handlers(self) -> None:
         for sig in _TERMINATION_SIGNALS:
             signal.signal(sig, self._on_signal)
+
+    def run(self) -> int:
+        if self.terminate_since is not None:  # cancelled while starting up: never start the trial
+            self._record(None, f"{self._final_prefix()}: before the trial started")
+            return 128 + signal.SIGTERM
         try:
             self.child = subprocess.Popen(self.argv, cwd=self.cwd, stdin=subprocess.DEVNULL, start_new_session=True)
         except OSError as error:
@@ -304,12 +296,13 @@ class Supervisor:
         returncode = self._wait(self.child)
         terminate_job_processes(self.job_dir, self.kill_grace, root=os.getpid())
         reason = describe_returncode(returncode)
-        if (self.job_dir / CANCEL_FILE).exists():
-            self.reason_prefix = "cancelled"
-        if self.reason_prefix:
-            reason = f"{self.reason_prefix}: {reason or 'exit code 0'}"
-        self._record(returncode, reason)
+        prefix = self._final_prefix()
+        self._record(returncode, f"{prefix}: {reason or 'exit code 0'}" if prefix else reason)
         return returncode if returncode >= 0 else 128 - returncode
+
+    def _final_prefix(self) -> str:
+        """Why the trial was ended early, if it was: a cancel wins over the signal that carried it."""
+        return "cancelled" if (self.job_dir / CANCEL_FILE).exists() else self.reason_prefix
 
     def _wait(self, child: subprocess.Popen[bytes]) -> int:
         started = time.monotonic()
@@ -327,7 +320,7 @@ class Supervisor:
                 signal_all(job_processes(self.job_dir, root=os.getpid()) | {child.pid}, signal.SIGKILL)
                 killed = True
 
-    def _record(self, returncode: int, reason: str) -> None:
+    def _record(self, returncode: int | None, reason: str) -> None:
         record = {"returncode": returncode, "reason": reason, "finished_at": time.time()}
         if create_json_exclusive(self.job_dir / EXIT_FILE, record):
             logger.info("trial finished: %s", reason or "exit code 0")
@@ -354,14 +347,16 @@ def main(argv: list[str]) -> int:
     if spec is None:
         logger.error("%s: no %s — the job was never claimed; nothing to run", job_dir, SPEC_FILE)
         return 2
+    supervisor = Supervisor(job_dir, spec)
+    supervisor.install_signal_handlers()  # from here on a cancel always ends in a recorded verdict
     identity = process_identity(os.getpid())
     assert identity is not None  # our own pid always exists
-    create_json_exclusive(job_dir / PID_FILE, identity)  # the dispatcher may have written it first
+    create_json_exclusive(job_dir / PID_FILE, {**identity, "started_at": time.time()})  # unless the dispatcher did
     if (job_dir / EXIT_FILE).exists():  # checked after the pid file is visible: see LocalBackend._verdict
         logger.warning("%s: a verdict exists already (cancelled or given up); not starting", job_dir.name)
         return 0
     _become_subreaper()
-    return Supervisor(job_dir, spec).run()
+    return supervisor.run()
 
 
 if __name__ == "__main__":

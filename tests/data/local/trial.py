@@ -6,7 +6,7 @@ parent pid, argv and environment, then sleeps ``--sleep`` seconds and exits with
 accepted and recorded verbatim.
 
     --daemon       also start a grandchild in a session of its own (as torchrun does with its
-                   workers) that sleeps and records itself with role "daemon"
+                   workers) that sleeps and records itself with role "daemon"; waits for its record
     --ignore-term  ignore SIGTERM, so only SIGKILL ends this process
 """
 
@@ -43,6 +43,9 @@ def main() -> int:
     if args.daemon:
         daemon = [sys.executable, __file__, "--record", str(args.record), "--sleep", "60", "--role", "daemon"]
         subprocess.Popen(daemon, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while not list(args.record.glob("daemon-*.json")) and time.monotonic() < deadline:
+            time.sleep(0.02)  # so that the daemon exists for sure before this trial goes on
     print(f"trial {args.role} pid {os.getpid()} rank {os.environ.get('RANK', '-')} argv {sys.argv[1:]}", flush=True)
     record(args.record, args.role)
     time.sleep(args.sleep)
