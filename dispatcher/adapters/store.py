@@ -23,6 +23,7 @@ expires_at > now``): a dispatcher whose lease expired and was taken over cannot 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Callable, Iterable
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -293,13 +294,18 @@ class Store:
     @staticmethod
     def update(key: dict[str, str], expression: str, values: dict[str, Any], *, condition: str | None = None,
                names: dict[str, str] | None = None) -> dict[str, Any]:
+        """An ``Update`` for a transaction. Placeholders not used by the expressions are dropped
+        (DynamoDB refuses unused ones), so callers can pass one shared set of names/values."""
+        text = expression + " " + (condition or "")
         body: dict[str, Any] = {"Key": ser(key), "UpdateExpression": expression}
-        if values:
-            body["ExpressionAttributeValues"] = ser(values)
+        used_values = {k: v for k, v in values.items() if re.search(re.escape(k) + r"\b", text)}
+        used_names = {k: v for k, v in (names or {}).items() if re.search(re.escape(k) + r"\b", text)}
+        if used_values:
+            body["ExpressionAttributeValues"] = ser(used_values)
         if condition:
             body["ConditionExpression"] = condition
-        if names:
-            body["ExpressionAttributeNames"] = names
+        if used_names:
+            body["ExpressionAttributeNames"] = used_names
         return {"Update": body}
 
     @staticmethod

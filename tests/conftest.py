@@ -1,0 +1,48 @@
+"""Shared fixtures: AWS is moto (in-process, or its HTTP server for subprocesses)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+# No test may ever reach real AWS or a real W&B account.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_SESSION_TOKEN", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ["WANDB_MODE"] = "offline"
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    """moto in-process for the duration of one test; yields a boto3 Session."""
+    from moto import mock_aws
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        import boto3
+
+        yield boto3.session.Session(region_name="us-east-1")
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's HTTP server on loopback (for subprocesses: torchrun, `dispatcher tick`). Yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
