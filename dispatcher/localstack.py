@@ -1,0 +1,67 @@
+"""An AWS endpoint on loopback (moto's server) for local runs: the embedded default.
+
+``dispatcher local-stack`` keeps one running for development in several terminals::
+
+    dispatcher local-stack --port 5000          # terminal 1
+    eval "$(dispatcher local-stack --print-env)"  # or copy the exports it prints
+    dispatcher bootstrap && producer submit examples/sweep.yaml   # terminal 2
+    SWEEPQ_BACKEND=local dispatcher run --interval 5             # terminal 3
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from typing import Any
+
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "sweepq-local",
+    "AWS_SECRET_ACCESS_KEY": "sweepq-local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_moto(port: int = 0) -> tuple[Any, str]:
+    """Start moto's server on 127.0.0.1 in a thread; returns (server, endpoint URL)."""
+    from moto.server import ThreadedMotoServer
+
+    port = port or free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    return server, f"http://127.0.0.1:{port}"
+
+
+def local_env(endpoint: str) -> dict[str, str]:
+    """The environment that points boto3 (and every child process) at the local endpoint."""
+    return {"AWS_ENDPOINT_URL": endpoint, **FAKE_CREDENTIALS}
+
+
+def use_endpoint(endpoint: str) -> None:
+    """Point this process (and the trials it starts) at ``endpoint`` with throwaway credentials."""
+    os.environ.update(local_env(endpoint))
+    os.environ.pop("AWS_PROFILE", None)
+    os.environ.pop("AWS_SESSION_TOKEN", None)
+
+
+def serve_forever(port: int) -> None:
+    server, endpoint = start_moto(port)
+    print("# sweepq local stack: an AWS endpoint (moto) on loopback. In other terminals run:")
+    for key, value in local_env(endpoint).items():
+        print(f"export {key}={value}")
+    print("# then: dispatcher bootstrap; producer submit examples/sweep.yaml;")
+    print("#       SWEEPQ_BACKEND=local SWEEPQ_MAX_RUNNING=2 dispatcher run --interval 5")
+    print("# Ctrl-C stops it (its state is in memory).", flush=True)
+    stop = threading.Event()
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
