@@ -46,3 +46,7 @@ def moto_server():
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+# The Kubernetes API emulator (kmock over HTTP) as the `kube` fixture.
+from kube_emulator import kube  # noqa: E402,F401

@@ -1,0 +1,203 @@
+"""The dispatcher tick against moto (DynamoDB + SQS) and the Kubernetes API emulator over HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from decimal import Decimal
+
+import pytest
+
+from dispatcher.adapters.store import trial_key
+from dispatcher.adapters.dynamo import ser
+from dispatcher.backends import make_backend
+from dispatcher.core.jobs import LABEL_SWEEP_ID, JobPhase
+from dispatcher.settings import Settings
+from helpers import Clock, bootstrap, grid_spec, make_dispatcher, submit
+
+KIND = "pytorchjob"
+
+
+@pytest.fixture
+def world(aws, kube):
+    """GIVEN a bootstrapped queue + table, an empty cluster, a virtual clock."""
+    settings = Settings.load({}, backend=KIND, max_running=3, namespace="sweepq")
+    store, queue = bootstrap(aws, settings)
+    clock = Clock()
+
+    class World:
+        pass
+
+    w = World()
+    w.aws, w.kube, w.settings, w.store, w.queue, w.clock = aws, kube, settings, store, queue, clock
+    w.backend = make_backend(KIND, api_client=kube.api_client, namespace="sweepq")
+    w.dispatcher = lambda **kw: make_dispatcher(aws, kw.pop("settings", settings), {KIND: w.backend}, clock, queue, **kw)
+    return w
+
+
+def jobs(kube):
+    return kube.list_objects(KIND)
+
+
+def phase_of(job):
+    conds = {c["type"] for c in (job.get("status") or {}).get("conditions", []) if c.get("status") == "True"}
+    if "Succeeded" in conds:
+        return JobPhase.SUCCEEDED
+    if "Failed" in conds:
+        return JobPhase.FAILED
+    return JobPhase.RUNNING if "Running" in conds else JobPhase.PENDING
+
+
+def report_metric(w, sweep_id, index, value):
+    """What the trainer does at the end of a trial."""
+    w.aws.client("dynamodb").update_item(
+        TableName=w.settings.table, Key=ser(trial_key(sweep_id, index)),
+        UpdateExpression="SET #m = :m", ExpressionAttributeNames={"#m": "metrics"},
+        ExpressionAttributeValues={":m": {"M": {"eval/accuracy": {"N": str(value)}}}},
+    )
+
+
+def labels(job):
+    return job["metadata"]["labels"]
+
+
+def test_three_sweeps_cap_three_all_succeed_with_caps_held_every_tick(world):
+    w = world
+    ids = [
+        submit(w.queue, grid_spec("alpha", 2, 2)),
+        submit(w.queue, grid_spec("beta", 2, 3), {"max_concurrent": 1}),
+        submit(w.queue, grid_spec("gamma", 1, 2)),
+    ]
+    d = w.dispatcher()
+    for _ in range(60):
+        report = d.tick()
+        assert not report.errors, report.errors
+        live = [j for j in jobs(w.kube) if not phase_of(j).terminal]
+        # THEN the global cap and the per-sweep cap hold at every observation
+        assert len(live) <= 3
+        per_sweep = Counter(labels(j)[LABEL_SWEEP_ID] for j in live)
+        assert per_sweep[ids[1]] <= 1
+        if all(w.store.get_sweep(s)["state"] == "COMPLETED" for s in ids):
+            break
+        # the cluster makes progress: pending → running, running → succeeded (trainer reports a metric)
+        for j in live:
+            name, lab = j["metadata"]["name"], labels(j)
+            if phase_of(j) is JobPhase.PENDING:
+                w.kube.set_job_phase(KIND, name, JobPhase.RUNNING)
+            else:
+                index = int(lab["sweepq.io/trial-index"])
+                report_metric(w, lab[LABEL_SWEEP_ID], index, 0.5 + index / 100)
+                w.kube.set_job_phase(KIND, name, JobPhase.SUCCEEDED)
+        w.clock.advance(60)
+    else:
+        pytest.fail("sweeps did not complete")
+    # every trial launched exactly once, all succeeded, best recorded
+    names = [j["metadata"]["name"] for j in jobs(w.kube)]
+    assert len(names) == len(set(names)) == 4 + 6 + 2
+    for sid, total in zip(ids, (4, 6, 2)):
+        meta = w.store.get_sweep(sid)
+        assert (meta["state"], meta["succeeded"], meta["failed"], meta["live"]) == ("COMPLETED", total, 0, {})
+        trials = w.store.trials(sid)
+        assert sorted(t["index"] for t in trials) == list(range(total))
+        assert {t["state"] for t in trials} == {"SUCCEEDED"}
+        assert meta["best"]["trial_index"] == total - 1 and meta["best"]["value"] == pytest.approx(0.5 + (total - 1) / 100)
+
+
+def test_duplicate_delivery_and_resubmission_make_one_sweep_and_bad_messages_do_not_block(world):
+    w = world
+    spec = grid_spec("dup", 1, 2)
+    first = submit(w.queue, spec, token="same-token-123")
+    again = submit(w.queue, spec, token="same-token-123")  # a retried send: same token
+    assert first == again
+    bad = submit(w.queue, {**grid_spec("bad", 1, 1), "method": "bayes"})
+    w.queue.send("this is not json")
+    w.queue.send(json.dumps({"schema": "sweepq.submit/v9", "sweep_id": "x"}))
+    good = submit(w.queue, grid_spec("good", 1, 1))
+    report = w.dispatcher().tick()
+    assert (report.accepted, report.duplicates, report.rejected, report.dead_letters) == (2, 1, 1, 2)
+    assert w.store.get_sweep(first)["state"] == "ACTIVE"
+    assert w.store.get_sweep(good)["state"] == "ACTIVE"
+    rejected = w.store.get_sweep(bad)
+    assert rejected["state"] == "REJECTED" and "method: 'bayes'" in rejected["reason"]
+    # the two garbage bodies stay on the queue for SQS to redrive into the DLQ; the rest were deleted
+    attrs = w.aws.client("sqs").get_queue_attributes(QueueUrl=w.queue.url, AttributeNames=["All"])["Attributes"]
+    assert int(attrs["ApproximateNumberOfMessagesNotVisible"]) + int(attrs["ApproximateNumberOfMessages"]) == 2
+    assert len(jobs(w.kube)) == 3  # 2 trials of "dup" + 1 of "good"
+
+
+def test_failed_jobs_are_retried_with_new_attempts_then_fail(world):
+    w = world
+    sid = submit(w.queue, grid_spec("flaky", 1, 1), {"max_retries": 2})
+    d = w.dispatcher()
+    for attempt in (1, 2, 3):
+        d.tick()
+        (job,) = [j for j in jobs(w.kube) if not phase_of(j).terminal]
+        assert job["metadata"]["name"] == f"{sid}-0-a{attempt}"
+        assert labels(job)["sweepq.io/attempt"] == str(attempt)
+        w.kube.set_job_phase(KIND, job["metadata"]["name"], JobPhase.FAILED, reason="OOMKilled")
+        w.clock.advance(60)
+    d.tick()
+    meta = w.store.get_sweep(sid)
+    assert meta["state"] == "COMPLETED" and meta["failed"] == 1
+    (trial,) = w.store.trials(sid)
+    assert trial["state"] == "FAILED" and "OOMKilled" in trial["reason"] and "attempt 3 of 3" in trial["reason"]
+    assert [a["outcome"] for a in trial["attempts"]] == ["FAILED", "FAILED", "FAILED"]
+    assert len(jobs(w.kube)) == 3
+
+
+def test_circuit_breaker_fails_the_sweep_and_stops_launching(world):
+    w = world
+    sid = submit(w.queue, grid_spec("doomed", 4, 4), {"max_retries": 0, "max_failed_trials": 2})
+    d = w.dispatcher()
+    d.tick()
+    running = [j for j in jobs(w.kube) if not phase_of(j).terminal]
+    assert len(running) == 3
+    for j in running[:2]:
+        w.kube.set_job_phase(KIND, j["metadata"]["name"], JobPhase.FAILED)
+    report = d.tick()
+    meta = w.store.get_sweep(sid)
+    assert meta["state"] == "FAILED" and "circuit breaker" in meta["reason"]
+    assert report.launched == 0
+    # the third job was cancelled (deleted); nothing else was ever launched
+    assert {j["metadata"]["name"] for j in jobs(w.kube)} == {j["metadata"]["name"] for j in running[:2]}
+
+
+def test_cancel_deletes_the_sweeps_jobs_and_launches_nothing_more(world):
+    from dispatcher.core.message import encode_cancel
+
+    w = world
+    sid = submit(w.queue, grid_spec("stopme", 3, 3))
+    other = submit(w.queue, grid_spec("keep", 1, 1))
+    d = w.dispatcher()
+    d.tick()
+    assert any(labels(j)[LABEL_SWEEP_ID] == sid for j in jobs(w.kube))
+    w.queue.send(encode_cancel(sweep_id=sid, requested_by="alice"))
+    d.tick()
+    assert w.store.get_sweep(sid)["state"] == "CANCELLED"
+    assert [labels(j)[LABEL_SWEEP_ID] for j in jobs(w.kube)] == [other]
+    d.tick()
+    assert [labels(j)[LABEL_SWEEP_ID] for j in jobs(w.kube)] == [other]
+    assert {t["state"] for t in w.store.trials(sid)} == {"CANCELLED"}
+
+
+def test_two_ticks_at_once_never_duplicate_a_job_or_exceed_the_cap(world):
+    w = world
+    for name in ("p", "q", "r"):
+        submit(w.queue, grid_spec(name, 3, 3))
+    barrier = threading.Barrier(2)
+    reports = []
+
+    def run(owner):
+        d = w.dispatcher(owner=owner)
+        barrier.wait()
+        reports.append(d.tick())
+
+    threads = [threading.Thread(target=run, args=(f"owner-{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    names = [j["metadata"]["name"] for j in jobs(w.kube)]
+    assert len(names) == len(set(names)) <= 3
+    assert sorted(r.lease for r in reports) in (["busy", "held"], ["held", "held"])
