@@ -33,189 +33,32 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import yaml
-
 from dispatcher.backends import local_supervise as sv
-from dispatcher.core.errors import ConfigError, PermanentError, SpecError
-from dispatcher.core.jobs import (
-    LABEL_ATTEMPT,
-    LABEL_MANAGED_BY,
-    LABEL_SWEEP_ID,
-    LABEL_TRIAL_INDEX,
-    MANAGED_BY,
-    DryRun,
-    JobPhase,
-    JobStatus,
-    LaunchRequest,
-    TrialCommand,
+from dispatcher.backends.local_build import (
+    KIND,
+    OUTPUT_DIR_ENV,
+    LocalLaunch,
+    build_argv,
+    build_env,
+    job_labels,
+    job_status,
+    render,
 )
-from dispatcher.core.launch import LaunchSettings
+from dispatcher.core.errors import ConfigError, PermanentError
+from dispatcher.core.jobs import DryRun, JobStatus, LaunchRequest
 
 logger = logging.getLogger(__name__)
 
-KIND = "local"
-OUTPUT_DIR_ENV = "SWEEPQ_OUTPUT_DIR"
-SECRET_ENV = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL)", re.IGNORECASE)  # as in core.launch
-REDACTED = "<redacted>"
 SUPERVISOR = Path(sv.__file__).resolve()
 _SAFE_JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 _SUPERVISOR_MARGIN_S = 3.0  # cancel waits kill_grace + this for the supervisor's own escalation
-
-
-@dataclass(frozen=True)
-class LocalLaunch:
-    """The ``request`` of a local :class:`DryRun`: exactly the process one attempt becomes.
-
-    ``env`` is *added* to the dispatcher's environment, which the trial inherits (so secrets
-    such as ``WANDB_API_KEY`` reach it without ever being written down).
-    """
-
-    job_name: str
-    sweep_id: str
-    trial_index: int
-    trial_id: str
-    attempt: int
-    argv: tuple[str, ...]
-    cwd: str
-    env: Mapping[str, str]
-    labels: Mapping[str, str]
-    max_runtime: int | None = None
-
-    def spec(self, *, created_at: float, kill_grace: float) -> dict[str, Any]:
-        """The ``spec.json`` record: everything but secret values."""
-        return {
-            "job_name": self.job_name,
-            "kind": KIND,
-            "sweep_id": self.sweep_id,
-            "trial_index": self.trial_index,
-            "trial_id": self.trial_id,
-            "attempt": self.attempt,
-            "gpus": 0,
-            "labels": dict(self.labels),
-            "argv": list(self.argv),
-            "cwd": self.cwd,
-            "env": redact(self.env),
-            "inherits_env": True,
-            "max_runtime": self.max_runtime,
-            "kill_grace": kill_grace,
-            "created_at": created_at,
-        }
-
-
-# --- pure builders ------------------------------------------------------------------------------
-
-
-def job_labels(request: LaunchRequest) -> dict[str, str]:
-    return {
-        LABEL_MANAGED_BY: MANAGED_BY,
-        LABEL_SWEEP_ID: request.sweep_id,
-        LABEL_TRIAL_INDEX: str(request.trial_index),
-        LABEL_ATTEMPT: str(request.attempt),
-    }
-
-
-def redact(env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` with the values of secret-looking names replaced by ``<redacted>``."""
-    return {name: (REDACTED if SECRET_ENV.search(name) else value) for name, value in sorted(env.items())}
-
-
-def build_env(request: LaunchRequest, *, output_dir: Path, job_dir: Path) -> dict[str, str]:
-    """What the trial's environment adds to the dispatcher's: sweep settings, then the request."""
-    env = {**request.launch.env, **request.env}
-    env.setdefault(OUTPUT_DIR_ENV, str(output_dir))
-    env["PYTHONUNBUFFERED"] = "1"
-    env[sv.JOB_TAG_ENV] = str(job_dir)  # reserved: finds every process of the trial on cancel
-    return env
-
-
-def resolve_executable(name: str, *, cwd: str, path: str | None) -> str:
-    """``argv[0]`` as an absolute path: relative to ``cwd`` if it holds a '/', else on ``PATH``."""
-    if "/" in name:
-        candidate = os.path.normpath(os.path.join(cwd, name))
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-        raise SpecError(f"command[0]: {name!r} is not an executable file in {cwd} — fix the path or chmod +x it")
-    found = shutil.which(name, path=path)
-    if found is None:
-        raise SpecError(f"command[0]: {name!r} not found on PATH — install it or write its full path")
-    return os.path.abspath(found)
-
-
-def build_argv(
-    command: TrialCommand, launch: LaunchSettings, *, python: str, cwd: str, path: str | None
-) -> tuple[str, ...]:
-    """The exact argv, never passed through a shell."""
-    if command.launcher == "torchrun":
-        if not command.argv:
-            raise SpecError("command: nothing after ${interpreter} — name the training script, e.g. train.py")
-        return (
-            python,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",  # a free rendezvous port per trial: concurrent trials never collide
-            "--nnodes=1",
-            f"--nproc-per-node={launch.workers_per_node}",
-            f"--max-restarts={launch.max_restarts}",
-            *command.argv,
-        )
-    if command.launcher is None:
-        if not command.argv:
-            raise SpecError("command: empty — write the program to run, e.g. ['python', 'train.py']")
-        return (resolve_executable(command.argv[0], cwd=cwd, path=path), *command.argv[1:])
-    raise SpecError(
-        f"command.launcher: {command.launcher!r} is not supported by the local backend — "
-        "use 'torchrun' (${interpreter}) or none (argv run verbatim)"
-    )
-
-
-def render(launch: LocalLaunch, job_dir: Path) -> str:
-    """YAML-ish view of a dry run; secret-looking values redacted."""
-    document = {
-        "kind": KIND,
-        "job": launch.job_name,
-        "labels": dict(launch.labels),
-        "cwd": launch.cwd,
-        "argv": list(launch.argv),
-        "env": redact(launch.env),
-        "max_runtime": launch.max_runtime,
-        "job_dir": str(job_dir),
-        "log": str(job_dir / sv.LOG_FILE),
-    }
-    header = "# local trial: supervised process group on this machine; env is added to the dispatcher's\n"
-    return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=1000)
-
-
-def job_status(
-    spec: Mapping[str, Any], pid: Mapping[str, Any] | None, verdict: Mapping[str, Any] | None
-) -> JobStatus:
-    """The phase a job directory's files stand for (purely computational; liveness checked before)."""
-    if verdict is not None:
-        succeeded = verdict.get("returncode") == 0 and not verdict.get("reason")
-        phase = JobPhase.SUCCEEDED if succeeded else JobPhase.FAILED
-    else:
-        phase = JobPhase.RUNNING if pid is not None else JobPhase.PENDING
-    return JobStatus(
-        name=spec["job_name"],
-        kind=KIND,
-        sweep_id=spec["sweep_id"],
-        trial_index=int(spec["trial_index"]),
-        attempt=int(spec["attempt"]),
-        phase=phase,
-        gpus=0,
-        created_at=spec.get("created_at"),
-        started_at=pid.get("started_at") if pid else None,
-        finished_at=verdict.get("finished_at") if verdict else None,
-        reason=(verdict.get("reason") or "") if verdict else "",
-    )
 
 
 # --- the backend --------------------------------------------------------------------------------
@@ -291,12 +134,17 @@ class LocalBackend:
         if dryrun.kind != KIND or not isinstance(launch, LocalLaunch):
             raise PermanentError(f"dryrun.kind: {dryrun.kind!r} — the local backend submits only its own dry runs")
         job_dir = self.job_dir(launch.job_name)
+        if launch.env.get(sv.JOB_TAG_ENV) != str(job_dir):
+            raise PermanentError(
+                f"dryrun.request.env.{sv.JOB_TAG_ENV}: {launch.env.get(sv.JOB_TAG_ENV)!r} is not {job_dir} — "
+                "submit a dry run made by a backend on the same state_dir"
+            )
         job_dir.mkdir(parents=True, exist_ok=True)
         spec = launch.spec(created_at=self.clock(), kill_grace=self.kill_grace)
         if not sv.create_json_exclusive(job_dir / sv.SPEC_FILE, spec):
             logger.debug("job %s already submitted; not starting it again", launch.job_name)
             return launch.job_name
-        Path(launch.env[OUTPUT_DIR_ENV]).mkdir(parents=True, exist_ok=True)
+        (Path(launch.cwd) / launch.env[OUTPUT_DIR_ENV]).mkdir(parents=True, exist_ok=True)
         self._spawn(job_dir, launch)
         return launch.job_name
 
@@ -308,10 +156,15 @@ class LocalBackend:
             return {}
         statuses = {}
         for entry in entries:
-            if entry.is_dir() and not entry.name.startswith("."):
+            if not entry.is_dir() or entry.name.startswith("."):
+                continue
+            try:
                 status = self._observe_one(Path(entry.path))
-                if status is not None:
-                    statuses[status.name] = status
+            except (ValueError, KeyError, TypeError) as error:  # hand-edited files; never ours (atomic)
+                logger.warning("job dir %s unreadable, skipped: %s — fix or delete it", entry.path, error)
+                continue
+            if status is not None:
+                statuses[status.name] = status
         return statuses
 
     def cancel(self, name: str) -> None:

@@ -16,9 +16,10 @@ import pytest
 import yaml
 
 from dispatcher.backends import local_supervise as sv
-from dispatcher.backends.local import LocalBackend, job_status
+from dispatcher.backends.local import LocalBackend
+from dispatcher.backends.local_build import job_status
 from dispatcher.core.errors import ConfigError, PermanentError, SpecError
-from dispatcher.core.jobs import DryRun, JobPhase, LaunchRequest, TrialCommand
+from dispatcher.core.jobs import Backend, DryRun, JobPhase, LaunchRequest, TrialCommand
 from dispatcher.core.launch import LaunchSettings
 
 
@@ -168,6 +169,7 @@ def test_unsafe_job_names_are_refused(backend: LocalBackend, name: str) -> None:
 
 def test_slots_is_the_cap_and_must_be_positive(tmp_path: Path) -> None:
     assert LocalBackend(tmp_path, slots=3).slots == 3 and LocalBackend(tmp_path).kind == "local"
+    assert isinstance(LocalBackend(tmp_path), Backend)
     with pytest.raises(ConfigError, match="slots: 0"):
         LocalBackend(tmp_path, slots=0)
 
@@ -177,9 +179,18 @@ def test_submit_refuses_another_kinds_dryrun(backend: LocalBackend) -> None:
         backend.submit(DryRun(job_name="x", kind="job", request={}, rendered=""))
 
 
-def test_observe_ignores_directories_never_claimed(backend: LocalBackend) -> None:
+def test_submit_refuses_a_dryrun_made_for_another_state_dir(backend: LocalBackend, tmp_path: Path) -> None:
+    foreign = LocalBackend(tmp_path / "elsewhere", cwd=tmp_path).dryrun(make_request())
+    with pytest.raises(PermanentError, match="SWEEPQ_JOB_DIR"):
+        backend.submit(foreign)
+    assert not (backend.state_dir / "jobs" / "sw1-t7-a3").exists()
+
+
+def test_observe_skips_directories_never_claimed_or_unreadable(backend: LocalBackend) -> None:
     assert backend.observe() == {}
     (backend.state_dir / "jobs" / "half-made").mkdir(parents=True)
+    (backend.state_dir / "jobs" / "edited").mkdir()
+    (backend.state_dir / "jobs" / "edited" / "spec.json").write_text("{not json")
     assert backend.observe() == {}
 
 
