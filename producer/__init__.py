@@ -1,0 +1,5 @@
+"""``producer``: the researcher's command line for sweepq (validate, expand, submit, status, cancel).
+
+It only needs permission to *send* to the team's SQS queue and *read* the DynamoDB table; the
+dispatcher does everything else. See :mod:`producer.cli` for the commands and exit codes.
+"""
