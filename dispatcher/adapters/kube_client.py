@@ -91,9 +91,10 @@ def api_client_from_kubeconfig(path: str | os.PathLike[str] | None = None, *, co
             client_configuration=configuration, persist_config=False,
         )
     except (config.ConfigException, OSError) as exc:
+        where = str(path) if path else "$KUBECONFIG or ~/.kube/config"
         raise ConfigError(
-            f"kubeconfig: cannot load {str(path) if path else '$KUBECONFIG/~/.kube/config'!s}"
-            f"{f' context {context!r}' if context else ''}: {exc} — fix the file or point KUBECONFIG elsewhere"
+            f"kubeconfig: cannot load {where}{f' (context {context!r})' if context else ''}: {exc} — "
+            "fix the file or point KUBECONFIG elsewhere"
         ) from exc
     return ApiClient(_harden(configuration))
 
@@ -148,9 +149,11 @@ def build_api_client(
     if host:
         log.debug("kubernetes: explicit API server %s", host)
         return api_client_from_host(host, token=token, ca_data=ca_data)
-    if kubeconfig is not None or env.get("KUBECONFIG") or (Path.home() / ".kube" / "config").is_file():
-        log.debug("kubernetes: kubeconfig %s", kubeconfig or env.get("KUBECONFIG") or "~/.kube/config")
-        return api_client_from_kubeconfig(kubeconfig, context=context)
+    default_config = Path.home() / ".kube" / "config"
+    if kubeconfig is not None or env.get("KUBECONFIG") or default_config.is_file():
+        path = kubeconfig or env.get("KUBECONFIG") or default_config
+        log.debug("kubernetes: kubeconfig %s", path)
+        return api_client_from_kubeconfig(path, context=context)
     if env.get("KUBERNETES_SERVICE_HOST"):
         log.debug("kubernetes: in-cluster ServiceAccount")
         return api_client_in_cluster()

@@ -21,6 +21,7 @@ labels to every pod template it finds (``template: {spec: {containers: [...]}}``
 from __future__ import annotations
 
 import copy
+import logging
 import re
 from typing import Any, Callable, Iterable, Mapping
 
@@ -39,6 +40,8 @@ from dispatcher.backends.pytorchjob import kubeflow_progress
 from dispatcher.backends.trainjob import trainjob_progress
 from dispatcher.core.errors import PermanentError
 from dispatcher.core.jobs import JobPhase, LaunchRequest
+
+log = logging.getLogger(__name__)
 
 KIND = "template"
 ANNOTATION_PLURAL = "sweepq.io/plural"
@@ -250,6 +253,9 @@ class TemplateBackend(KubeBackend):
         return manifest
 
     def resources(self) -> list[ResourceRef]:
+        if not self._refs:
+            log.warning("template backend: no template resources known — its jobs are not observed; pass "
+                        "templates= (of the active sweeps) or resources= ('plural.group/version')")
         return list(self._refs.values())
 
     def resource_of(self, manifest: Mapping[str, Any]) -> ResourceRef:
