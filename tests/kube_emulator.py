@@ -95,10 +95,12 @@ def selector_matcher(selector: str | None) -> Callable[[dict[str, str]], bool]:
             checks.append(lambda labels, k=key, v=value: labels.get(k) == v)
         elif op == "!=":
             checks.append(lambda labels, k=key, v=value: labels.get(k) != v)
-        elif match["set"]:
+        elif match["set"] == "in":
             values = {v.strip() for v in match["values"].split(",")}
-            inside = match["set"] == "in"
-            checks.append(lambda labels, k=key, vs=values, i=inside: (labels.get(k) in vs) == i and (k in labels or not i))
+            checks.append(lambda labels, k=key, vs=values: k in labels and labels[k] in vs)
+        elif match["set"] == "notin":  # also matches objects without the key, as in Kubernetes
+            values = {v.strip() for v in match["values"].split(",")}
+            checks.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
         else:
             checks.append(lambda labels, k=key: k in labels)
     return lambda labels: all(check(labels) for check in checks)

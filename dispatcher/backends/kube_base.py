@@ -76,8 +76,9 @@ def _read_json(response: Any) -> dict[str, Any]:
 
 
 class ResourceClient:
-    """create / list / delete of one resource in one namespace, over the official client:
-    ``BatchV1Api`` for ``batch/v1`` Jobs, ``CoreV1Api`` for pods, ``CustomObjectsApi`` otherwise."""
+    """create / list / delete of one resource in one namespace, over the official client: lists and
+    deletes through ``BatchV1Api`` for ``batch/v1`` Jobs, ``CoreV1Api`` for pods, ``CustomObjectsApi``
+    otherwise; creates always send the manifest dict as is (see :meth:`create`)."""
 
     def __init__(self, api_client: "ApiClient", ref: ResourceRef, *, timeout: Any) -> None:
         self.ref = ref
@@ -85,18 +86,17 @@ class ResourceClient:
         self._timeout = timeout
 
     def create(self, namespace: str, body: Mapping[str, Any]) -> None:
-        opts = {"_preload_content": False, "_request_timeout": self._timeout}
-        if (self.ref.group, self.ref.plural) == ("batch", "jobs"):
-            from kubernetes.client import BatchV1Api, V1Job
-
-            _read_json(BatchV1Api(self._client).create_namespaced_job(namespace, V1Job.from_dict(dict(body)), **opts))
-        elif self.ref.group == "":
+        """POST the manifest verbatim. Also for batch/v1 Jobs this goes through the client's generic
+        JSON endpoint (same URL and body as ``BatchV1Api``): the typed ``V1Job`` model would drop
+        fields this client version does not know and reject int quantities (``nvidia.com/gpu: 8``)
+        that the API server accepts — what ``--dry-run`` prints must be exactly what is sent."""
+        if self.ref.group == "":
             raise PermanentError(f"kind {self.ref.kind} (core/v1) cannot be launched — wrap it in a batch/v1 Job")
-        else:
-            from kubernetes.client import CustomObjectsApi
+        from kubernetes.client import CustomObjectsApi
 
-            _read_json(CustomObjectsApi(self._client).create_namespaced_custom_object(
-                self.ref.group, self.ref.version, namespace, self.ref.plural, dict(body), **opts))
+        _read_json(CustomObjectsApi(self._client).create_namespaced_custom_object(
+            self.ref.group, self.ref.version, namespace, self.ref.plural, dict(body),
+            _preload_content=False, _request_timeout=self._timeout))
 
     def list(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         opts = {"label_selector": selector, "_preload_content": False, "_request_timeout": self._timeout}

@@ -4,7 +4,8 @@ The parsed manifest is walked and only string leaves are rewritten: ``{{name}}``
 replaced in one pass (a value that itself contains ``{{image}}`` is never expanded again), keys are
 never touched, and no YAML text is ever templated — so a parameter value cannot add keys, list
 items or documents. A list element that is exactly ``"{{args}}"`` expands into the trial argv.
-A string that is exactly one numeric placeholder (``"{{gpus_per_node}}"``) becomes an int.
+Filled values are strings (labels, env values and names must be); a string that is exactly
+``"{{max_nodes | int}}"`` becomes an int, for fields such as ``replicas`` or ``numNodes``.
 
 Placeholders: ``job_name image namespace sweep_id trial_id trial_index attempt gpus_per_node
 nproc_per_node min_nodes max_nodes team kueue_queue service_account wandb_secret`` and ``args``.
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 KIND = "template"
 ANNOTATION_PLURAL = "sweepq.io/plural"
 ARGS_PLACEHOLDER = "args"
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*(\|\s*int\s*)?\}\}")
 
 # (group, Kind) → plural of the job kinds people template most.
 KNOWN_PLURALS: dict[tuple[str, str], str] = {
@@ -125,11 +126,19 @@ def _fill_string(text: str, values: Mapping[str, Any], path: str) -> Any:
         return values[name]
 
     whole = _PLACEHOLDER.fullmatch(text.strip())
-    if whole:
+    if whole and whole.group(2):
         value = value_of(whole.group(1))
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return _PLACEHOLDER.sub(lambda match: str(value_of(match.group(1))), text)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise PermanentError(f"{path}: {{{{{whole.group(1)} | int}}}} — {whole.group(1)} is not a number")
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(2):
+            raise PermanentError(f"{path}: '| int' makes a number, so {{{{{match.group(1)} | int}}}} must be the "
+                                 "whole value — e.g. replicas: '{{max_nodes | int}}'")
+        return str(value_of(match.group(1)))
+
+    return _PLACEHOLDER.sub(substitute, text)
 
 
 def fill_template(node: Any, values: Mapping[str, Any], argv: Iterable[str], *, path: str = "template") -> Any:

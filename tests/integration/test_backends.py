@@ -7,6 +7,7 @@ API server would produce.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -182,3 +183,19 @@ def test_client_errors_are_typed(kube, status, message) -> None:
     error = TransientError if status == 401 else PermanentError
     with pytest.raises(error, match=message):
         b.submit(b.dryrun(request("job")))
+
+
+def test_a_templated_batch_job_is_sent_verbatim(kube) -> None:
+    template = {"apiVersion": "batch/v1", "kind": "Job", "spec": {
+        "backoffLimit": 0, "futureField": {"kept": True},  # unknown to this client version's models
+        "template": {"spec": {"restartPolicy": "Never", "containers": [{
+            "name": "t", "image": "{{image}}", "command": ["python", "{{args}}"],
+            "resources": {"limits": {"nvidia.com/gpu": "{{gpus_per_node | int}}"}}}]}}}}
+    b = make_backend("template", api_client=kube.api_client, namespace=NAMESPACE)
+    launch = LaunchSettings(kind="template", image="trainer:1", gpus_per_node=2, template=template)
+    dryrun = b.dryrun(dataclasses.replace(request("job"), launch=launch))
+    b.submit(dryrun)
+    stored = kube.get_object("job", dryrun.job_name)
+    assert stored["spec"]["futureField"] == {"kept": True}
+    assert stored["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert b.observe()[dryrun.job_name].phase is JobPhase.PENDING

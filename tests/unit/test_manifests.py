@@ -47,7 +47,7 @@ JOBSET_TEMPLATE: dict[str, Any] = {
     "metadata": {"name": "{{job_name}}", "labels": {"owner": "team-{{team}}"}},
     "spec": {"replicatedJobs": [{
         "name": "workers",
-        "replicas": "{{max_nodes}}",
+        "replicas": "{{max_nodes | int}}",
         "template": {"spec": {"backoffLimit": 0, "template": {"spec": {
             "restartPolicy": "Never",
             "containers": [{
@@ -186,11 +186,16 @@ def test_parameter_values_cannot_change_the_manifest_structure(name: str) -> Non
 
 def test_template_is_filled_structurally_in_string_leaves_only() -> None:
     values = {"job_name": "j", "image": "img", "attempt": 2}
-    template = {"metadata": {"name": "{{job_name}}"}, "spec": {"n": "{{attempt}}", "x": "a-{{attempt}}",
+    template = {"metadata": {"name": "{{job_name}}"}, "spec": {"n": "{{attempt|int}}", "x": "a-{{ attempt }}",
+                                                               "env": "{{attempt}}",
                                                                "cmd": ["run", "{{args}}", "--end"], "k": 5}}
     filled = fill_template(template, values, ["--lr={{image}}", "$(id)"])
-    assert filled == {"metadata": {"name": "j"}, "spec": {"n": 2, "x": "a-2", "cmd": ["run", "--lr={{image}}",
-                                                                                   "$(id)", "--end"], "k": 5}}
+    assert filled == {"metadata": {"name": "j"}, "spec": {"n": 2, "x": "a-2", "env": "2",
+                                                          "cmd": ["run", "--lr={{image}}", "$(id)", "--end"], "k": 5}}
+    with pytest.raises(PermanentError, match="must be the whole value"):
+        fill_template({"x": "a-{{attempt | int}}"}, values, [])
+    with pytest.raises(PermanentError, match="image is not a number"):
+        fill_template({"x": "{{image | int}}"}, values, [])
     with pytest.raises(PermanentError, match="whole list element"):
         fill_template({"command": "python {{args}}"}, values, [])
     with pytest.raises(PermanentError, match="unknown placeholder {{imgae}}"):
