@@ -53,6 +53,7 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "pod": ("", "v1", "pods"),
 }
 DEFAULT_INSTALLED = ("pytorchjob", "elasticjob", "trainjob", "job", "pod")
+REQUEST_LOG_LIMIT = 5000
 _REASONS = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 409: "Conflict", 422: "Invalid",
             429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout"}
 
@@ -147,6 +148,8 @@ class SweepqKubeEmulator(kmock.KubernetesEmulator):
     _rv: Iterator[int] = attrs.field(factory=lambda: itertools.count(1000), init=False)
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        if len(self._requests) > REQUEST_LOG_LIMIT:  # kmock keeps every request: bound it for benchmarks
+            del self._requests[:-REQUEST_LOG_LIMIT // 10]
         resource, verb = request.resource, _verb(request)
         if resource is None or not resource.plural or verb is None:
             return await super()._handle(request)  # discovery, /version, odd verbs
@@ -337,6 +340,7 @@ class KubeEmulator:
         async def _reset() -> None:
             async with self.handler._lock:
                 self.handler.objects.clear()
+                self.handler._requests.clear()
             with self.handler._meta_lock:
                 self.handler.counts.clear()
                 self.handler.faults.clear()
