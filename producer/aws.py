@@ -50,7 +50,8 @@ class Aws:
             except BotoCoreError as exc:  # e.g. AWS_PROFILE names a profile that does not exist
                 raise ConfigError(f"AWS configuration: {exc} — fix AWS_PROFILE or ~/.aws/config") from exc
         self.session = session
-        self.region = session.region_name or region_hint
+        # AWS_REGION is what the SDKs of other languages and Lambda set; older botocore reads only AWS_DEFAULT_REGION
+        self.region = session.region_name or os.environ.get("AWS_REGION") or region_hint
         self._clients: dict[str, Any] = {}
 
     def client(self, service: str) -> Any:
