@@ -172,14 +172,25 @@ def print_status(doc: Mapping[str, Any], name: str, trials: Sequence[Mapping[str
             out.print(f"{c['not_started']:,} trials not started yet")
 
 
+def short_submitter(arn: str) -> str:
+    """``arn:aws:sts::123:assumed-role/Researcher/alice`` → ``alice`` (the JSON keeps the full ARN)."""
+    return arn.rsplit("/", 1)[-1] if arn.startswith("arn:") else arn
+
+
 def print_list(rows: Sequence[Mapping[str, Any]], table_name: str) -> None:
     out = console()
     if not rows:
         out.print(f"no sweeps in table {table_name}")
         return
-    table = Table("sweep id", "name", "submitter", "state", "progress", "submitted", show_edge=False)
+    table = Table(show_edge=False)
+    table.add_column("sweep id", no_wrap=True, min_width=21)  # ids are copied into other commands: never cut
+    table.add_column("name")
+    table.add_column("submitter")
+    for header in ("state", "progress", "submitted"):
+        table.add_column(header, no_wrap=True)
     for row in rows:
         state = str(row["state"])
-        table.add_row(str(row["sweep_id"]), str(row["name"]), str(row["submitter"]), Text(state, STATE_STYLE.get(state, "")),
-                      f"{row['finished']:,}/{row['total']:,}", str(row["submitted_at"]))
+        table.add_row(str(row["sweep_id"]), str(row["name"]), short_submitter(str(row["submitter"])),
+                      Text(state, STATE_STYLE.get(state, "")), f"{row['finished']:,}/{row['total']:,}",
+                      str(row["submitted_at"])[:16].replace("T", " ") + ("Z" if row["submitted_at"] else ""))
     out.print(table)
