@@ -48,7 +48,7 @@ from dispatcher.core.identity import is_sweep_id
 from dispatcher.core.launch import JOB_KINDS, parse_duration
 from dispatcher.core.message import MAX_BODY_BYTES, encode_cancel
 from dispatcher.core.records import SweepState
-from dispatcher.core.spec import json_schema
+from dispatcher.core.spec import json_schema, validate_sweep
 from dispatcher.settings import Settings
 from producer import output as out
 from producer import summary
@@ -302,7 +302,18 @@ def status(
         if output is Output.json:
             emit_json({**doc, "trials": rows} if rows is not None else doc)
         else:
-            out.print_status(doc, str(meta.get("name", "")), rows)
+            swept = _swept_parameters(store, str(meta["sweep_id"])) if rows else None
+            out.print_status(doc, str(meta.get("name", "")), rows, swept)
+
+
+def _swept_parameters(store: Store, sweep_id: str) -> set[str] | None:
+    """Dotted names of the non-constant parameters, from the stored spec (None if unreadable)."""
+    raw = store.get_spec(sweep_id)
+    try:
+        sweep = validate_sweep(raw, source=sweep_id, max_grid_size=2**62)  # accepted already: no size limit
+    except SpecError:
+        return None  # a REJECTED sweep's spec: show the params as they are
+    return {p.name for p in sweep.params if p.distribution != "constant"}
 
 
 @app.command("list")

@@ -143,7 +143,26 @@ def print_invalid(source: str, problems: Sequence[str]) -> None:
 STATE_STYLE = {"ACTIVE": "cyan", "COMPLETED": "green", "FAILED": "red", "CANCELLED": "yellow", "REJECTED": "red"}
 
 
-def print_status(doc: Mapping[str, Any], name: str, trials: Sequence[Mapping[str, Any]] | None) -> None:
+def swept_only(params: Any, swept: set[str] | None) -> Any:
+    """The swept parameters of a trial, dotted (``optimizer.lr``); constants add nothing to a table."""
+    if swept is None or not isinstance(params, Mapping):
+        return params
+    flat: dict[str, Any] = {}
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if name in swept:
+                flat[name] = value
+            elif isinstance(value, Mapping):
+                walk(value, name + ".")
+
+    walk(params, "")
+    return flat
+
+
+def print_status(doc: Mapping[str, Any], name: str, trials: Sequence[Mapping[str, Any]] | None,
+                 swept: set[str] | None = None) -> None:
     out = console()
     state = str(doc["state"])
     out.print(Text.assemble(("sweep ", ""), (str(doc["sweep_id"]), "bold"), (f"  {name}" if name else "", ""),
@@ -153,7 +172,8 @@ def print_status(doc: Mapping[str, Any], name: str, trials: Sequence[Mapping[str
     done = c["succeeded"] + c["failed"] + c["cancelled"]
     if total:
         bar = Table.grid(padding=(0, 1))
-        bar.add_row(ProgressBar(total=total, completed=done, width=40), Text(f"{done:,}/{total:,} finished"))
+        bar.add_row(ProgressBar(total=total, completed=done, width=40),
+                    Text(f"{done:,}/{total:,} finished ({100 * done // total}%)"))
         out.print(bar)
     out.print("  ".join(f"{key.replace('_', ' ')} {value:,}" for key, value in c.items()))
     best = doc["best"]
@@ -163,13 +183,13 @@ def print_status(doc: Mapping[str, Any], name: str, trials: Sequence[Mapping[str
     if doc["reason"]:
         out.print(Text.assemble(("reason: ", "bold"), (str(doc["reason"]), STATE_STYLE.get(state, ""))))
     if trials is not None:
-        table = Table("index", "params", "state", "attempt", "metric", show_edge=False)
+        table = Table("index", "params" if swept is None else "swept params", "state", "attempt", "metric", show_edge=False)
         for row in trials:
-            table.add_row(str(row["index"]), compact(row["params"]), str(row["state"]), str(row["attempt"]),
+            table.add_row(str(row["index"]), compact(swept_only(row["params"], swept)), str(row["state"]), str(row["attempt"]),
                           "" if row["metric"] is None else str(row["metric"]))
         out.print(table if trials else "no trial has been launched yet")
         if c["not_started"]:
-            out.print(f"{c['not_started']:,} trials not started yet")
+            out.print(f"{c['not_started']:,} more trial{'s' if c['not_started'] != 1 else ''} not started yet")
 
 
 def short_submitter(arn: str) -> str:

@@ -193,10 +193,12 @@ def test_status_follows_the_dispatcher(world: World) -> None:
 
     text = run("status", sweep_id, "--trials").stdout
     assert f"sweep {sweep_id}  demo-lr-bs  ACTIVE" in text
-    assert "1/4 finished" in text
+    assert "1/4 finished (25%)" in text
     assert "not started 1  waiting 0  pending 0  launched 1  running 1  succeeded 1  failed 0  cancelled 0" in text
     assert "best: trial 1 eval/accuracy=0.75 (maximize)" in text
-    assert "1 trials not started yet" in text
+    assert "1 more trial not started yet" in text
+    table = text.split("swept params")[1]  # the trials table shows swept params only; constants left out
+    assert '"learning_rate":' in table and '"model"' not in table
 
 
 def test_status_defaults_to_the_newest_sweep(world: World) -> None:
