@@ -33,9 +33,12 @@ re-running ``producer submit`` with the same ``--idempotency-key`` (e.g. a CI jo
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import io
 import json
 import logging
+import os
 import sys
 from typing import Annotated, Any, Optional
 
@@ -172,20 +175,34 @@ def expand(
         sweep = parse_sweep(data, source=source, max_grid_size=settings.max_grid_size)
         begin = max(sweep.total + start, 0) if start < 0 else min(start, sweep.total)
         end = sweep.total if limit is None else min(sweep.total, begin + limit)
-        write = sys.stdout.write
-        if output is ExpandOutput.json:
-            write("[")
-        for i in range(begin, end):
-            params = sweep.trial(i)
-            if output is ExpandOutput.text:
-                write(f"{i:>6}  {out.compact(params)}\n")
-            else:
-                item = out.compact({"index": i, "params": params}).replace(", ", ",").replace(": ", ":")
-                sep = ("," if i > begin else "") + "\n" if output is ExpandOutput.json else ""
-                write(f"{sep}{item}" + ("\n" if output is ExpandOutput.jsonl else ""))
-        if output is ExpandOutput.json:
-            write("\n]\n")
-        sys.stdout.flush()
+        try:
+            _write_trials(sweep, begin, end, output)
+        except BrokenPipeError:
+            # `producer expand big.yaml | head`: the reader has what it wanted; that is success.
+            _silence_stdout()
+            raise typer.Exit(int(Exit.OK)) from None
+
+
+def _write_trials(sweep: Any, begin: int, end: int, output: ExpandOutput) -> None:
+    write = sys.stdout.write
+    if output is ExpandOutput.json:
+        write("[")
+    for i in range(begin, end):
+        params = sweep.trial(i)
+        if output is ExpandOutput.text:
+            write(f"{i:>6}  {out.compact(params)}\n")
+        else:
+            item = json.dumps({"index": i, "params": params}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            write((("," if i > begin else "") + "\n" + item) if output is ExpandOutput.json else item + "\n")
+    if output is ExpandOutput.json:
+        write("\n]\n")
+    sys.stdout.flush()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not hit the closed pipe again."""
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @app.command()
