@@ -41,6 +41,9 @@ RUNTIME_ONLY_ACTIONS = frozenset({"logs:CreateLogStream", "logs:PutLogEvents", "
 # Calls the adapters make only in `dispatcher bootstrap` (an admin's credentials, not the role's).
 BOOTSTRAP_ONLY_ACTIONS = frozenset({"dynamodb:CreateTable", "dynamodb:UpdateTimeToLive", "sqs:CreateQueue",
                                     "sqs:GetQueueAttributes"})
+# Queue.send serves `producer submit/cancel` (researchers); the Lambda path never sends.
+PRODUCER_ONLY_ACTIONS = frozenset({"sqs:SendMessage"})
+LAMBDA_PATH_MODULES = ("dispatcher/lambda_handler.py", "dispatcher/wiring.py", "dispatcher/tick.py", "dispatcher/trials.py")
 # TransactWriteItems is not an IAM action: each item kind is authorised as its own action.
 TRANSACT_ITEM_ACTIONS = frozenset({"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
                                    "dynamodb:ConditionCheckItem"})
