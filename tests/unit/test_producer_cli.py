@@ -328,3 +328,13 @@ def test_malformed_sweep_ids_are_usage_errors() -> None:
 def test_no_args_prints_help() -> None:
     result = run()
     assert "validate" in result.output and "submit" in result.output
+
+
+def test_no_color_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR")
+    monkeypatch.setenv("FORCE_COLOR", "1")  # as if on a terminal
+    assert "\x1b[32m" in run("validate", str(EXAMPLE)).stdout  # the green check mark
+    monkeypatch.setenv("NO_COLOR", "1")
+    coloured = run("validate", str(EXAMPLE)).stdout
+    assert "\x1b[32m" not in coloured and "sweep.yaml: valid" in coloured  # bold may stay: NO_COLOR is about colour
+    assert "\x1b[" not in run("validate", str(EXAMPLE), "-o", "json").stdout  # JSON is never styled
