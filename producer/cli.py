@@ -29,6 +29,10 @@ Idempotency: ``submit`` derives the sweep id from a token, ``--idempotency-key``
 uuid4 per invocation. boto3's own retries resend the same body, and the dispatcher stores a
 sweep with a conditional put keyed by that id, so a retried send never makes two sweeps;
 re-running ``producer submit`` with the same ``--idempotency-key`` (e.g. a CI job id) is safe too.
+
+``submit --dry-run`` contacts no AWS service: its body names ``$USER`` as submitter, and the
+manifest is built with this machine's ``SWEEPQ_*`` settings (namespace, state dir, ...), which
+should match the dispatcher's for the preview to be exact.
 """
 
 from __future__ import annotations
