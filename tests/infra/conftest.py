@@ -110,3 +110,79 @@ def rendered() -> dict[str, list[dict[str, Any]]]:
 
 def overlay_path(name: str) -> Path:
     return K8S / "overlays" / name
+
+
+# ---------------------------------------------------------------------------- Lambda events
+
+
+@dataclass
+class FakeLambdaContext:
+    """What the Lambda runtime passes as ``context`` (the attributes handlers read)."""
+
+    function_name: str = "sweepq-dispatcher"
+    function_version: str = "$LATEST"
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:sweepq-dispatcher"
+    memory_limit_in_mb: int = 512
+    aws_request_id: str = "c6af9ac6-7b61-11e6-9a41-93e812345678"
+    log_group_name: str = "/aws/lambda/sweepq-dispatcher"
+    log_stream_name: str = "2026/01/01/[$LATEST]0123456789abcdef"
+    timeout_s: float = 50.0
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(self.timeout_s * 1000)
+
+
+@pytest.fixture
+def lambda_context(stack) -> FakeLambdaContext:
+    name = stack.outputs["DispatcherFunctionName"]
+    return FakeLambdaContext(function_name=name,
+                             invoked_function_arn=f"arn:aws:lambda:{REGION}:123456789012:function:{name}",
+                             log_group_name=f"/aws/lambda/{name}")
+
+
+@pytest.fixture
+def scheduled_event(stack) -> dict[str, Any]:
+    """The event EventBridge sends for the stack's schedule rule."""
+    rule_arn = stack.client("events").describe_rule(Name=stack.resources["TickSchedule"])["Arn"]
+    return {
+        "version": "0",
+        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": "2026-11-25T12:00:00Z",
+        "region": REGION,
+        "resources": [rule_arn],
+        "detail": {},
+    }
+
+
+@pytest.fixture
+def sqs_event(stack) -> Callable[[list[str]], dict[str, Any]]:
+    """``sqs_event(bodies)``: sends the bodies to the stack's queue, receives them (real receipt
+    handles) and wraps them as the SQS event source mapping would."""
+
+    def _event(bodies: list[str]) -> dict[str, Any]:
+        sqs = stack.client("sqs")
+        url = stack.outputs["QueueUrl"]
+        for body in bodies:
+            sqs.send_message(QueueUrl=url, MessageBody=body)
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"],
+                                       VisibilityTimeout=300)["Messages"]
+        assert len(messages) == len(bodies)
+        return {"Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m["Attributes"],
+                "messageAttributes": {},
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": stack.outputs["QueueArn"],
+                "awsRegion": REGION,
+            }
+            for m in messages
+        ]}
+
+    return _event
