@@ -175,3 +175,15 @@ def test_trainer_service_account_is_the_one_documented(rendered):
     assert account["automountServiceAccountToken"] is False
     assert "eks.amazonaws.com/role-arn" in account["metadata"]["annotations"]
     assert merge_launch({"service_account": "sweepq-trainer"}).service_account == "sweepq-trainer"
+
+
+def test_team_defaults_example_is_valid_and_names_the_cluster_objects(rendered):
+    from producer.sweepfile import launch_layers
+
+    launch = merge_launch(launch_layers(str(REPO / "infra" / "team-defaults.example.yaml"), env={}))
+    objects = rendered["team-a"]
+    assert _find(objects, "ServiceAccount", launch.service_account)
+    assert _find(objects, "LocalQueue", launch.kueue_queue)
+    [secret] = load_documents(K8S / "templates" / "wandb-secret.yaml")
+    assert launch.wandb_secret == secret["metadata"]["name"]
+    assert ":" in launch.image and not launch.image.endswith(":latest")
