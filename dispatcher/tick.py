@@ -132,15 +132,18 @@ class Dispatcher:
         """Drain the queue in batches of 10 until empty or the time budget is spent."""
         assert self.queue is not None
         deadline = self.clock() + self.settings.intake_budget_s
+        seen: set[str] = set()
         while self.clock() < deadline:
             try:
                 batch = self.queue.receive(max_messages=10, wait_s=0)
             except TransientError as exc:
                 report.errors.append(f"intake: {exc}")
                 return
-            if not batch:
-                return
-            for message in batch:
+            fresh = [m for m in batch if m.message_id not in seen]
+            if not fresh:
+                return  # empty, or only messages we already left for the DLQ this tick
+            for message in fresh:
+                seen.add(message.message_id)
                 self.process_message(message, report)
 
     def process_message(self, message: Received, report: TickReport) -> bool:

@@ -27,8 +27,8 @@ class Clock:
         self.now += seconds
 
 
-def bootstrap(session: Any, settings: Settings) -> tuple[Store, Queue]:
-    url, _ = create_queues(session.client("sqs"), settings.queue_name)
+def bootstrap(session: Any, settings: Settings, *, visibility_timeout: int = 300) -> tuple[Store, Queue]:
+    url, _ = create_queues(session.client("sqs"), settings.queue_name, visibility_timeout=visibility_timeout)
     store = Store(settings.table, session.client("dynamodb"))
     store.create_table()
     return store, Queue(session.client("sqs"), url)
