@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Create .venv (once) and install sweepq with the trainer and dev extras.
+# torch is pinned to 2.13.0: on our machines that is a CPU wheel on local disk (a bare `torch`
+# would pull a multi-GB CUDA build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.sweepq-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q "torch==2.13.0"
+  .venv/bin/python -m pip install -q -e ".[trainer,dev]"
+  touch "$stamp"
+fi
