@@ -23,7 +23,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Secrets never travel through SQS or DynamoDB: they reach the pod through a secretKeyRef.
-_SECRET_ENV = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL)", re.IGNORECASE)
+_SECRET_ENV = re.compile(r"(^|_)(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIALS?)(_|$)", re.IGNORECASE)
 
 
 def parse_duration(value: Any, *, field: str) -> int | None:
@@ -117,8 +117,8 @@ class LaunchSettings(BaseModel):
     def _consistent(self) -> "LaunchSettings":
         if self.max_nodes < self.min_nodes:
             raise ValueError(
-                f"nodes: max_nodes {self.max_nodes} < min_nodes {self.min_nodes} — write nodes: '{self.min_nodes}:"
-                f"{max(self.min_nodes, self.max_nodes)}'"
+                f"nodes: max_nodes {self.max_nodes} < min_nodes {self.min_nodes} — write nodes: "
+                f"'{self.max_nodes}:{self.min_nodes}' (MIN:MAX)"
             )
         if self.kind == "template" and not self.template:
             raise ValueError("template: kind 'template' needs a manifest in sweepq.template — or pick another kind")

@@ -176,7 +176,11 @@ def parse_parameters(raw: Any, *, where: str = "parameters", prefix: tuple[str, 
         unknown = [k for k in cfg if k not in PARAM_KEYS]
         if unknown:
             for key in unknown:
-                problems.append(f"{here}.{key}: unknown key — {suggest(str(key), PARAM_KEYS)}")
+                if isinstance(cfg[key], list) and str(key).lower().startswith("val"):
+                    tip = "did you mean 'values'? (a list of values to sweep)"
+                else:
+                    tip = suggest(str(key), PARAM_KEYS)
+                problems.append(f"{here}.{key}: unknown key — {tip}")
             continue
         if "parameters" in cfg:
             extra = [k for k in cfg if k != "parameters"]

@@ -82,20 +82,55 @@ class Sweep:
         return [(d.param.name, d.size) for d in self.expansion.dims]
 
 
-def _pydantic_problems(exc: ValidationError, prefix: str = "") -> list[str]:
-    out = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        value = err.get("input")
-        shown = repr(value) if not isinstance(value, dict) else "{...}"
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        if msg.startswith(loc.split(".")[-1] + ":") or ":" in msg.split(" ")[0]:
-            out.append(f"{prefix}{msg}")
-        else:
-            out.append(f"{prefix}{loc}: {msg} (got {shown})")
-    return out
+_EXAMPLES = {"run_cap": "run_cap: 50", "gpus_per_node": "gpus_per_node: 0 for CPU-only trials", "priority": "priority: 10"}
+
+
+def _known_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> set[str]:
+    if model is LaunchSettings and len(loc) == 1:
+        return set(LaunchSettings.model_fields) | {"nodes"}
+    if len(loc) == 1:
+        return set(model.model_fields)
+    return set()
+
+
+def _one_problem(err: Any, prefix: str, model: type[BaseModel]) -> str:
+    loc_t = tuple(err["loc"])
+    loc = ".".join(str(p) for p in loc_t) or "(top level)"
+    kind = err.get("type", "")
+    msg = err["msg"].removeprefix("Value error, ")
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    field = str(loc_t[-1]) if loc_t else ""
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return f"{prefix}{loc}: unknown key — {suggest(field, _known_fields(model, loc_t) or {field})}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"{prefix}{loc}: {shown} is not a whole number — write e.g. {_EXAMPLES.get(field, field + ': 1')}"
+    if kind in ("float_parsing", "float_type"):
+        return f"{prefix}{loc}: {shown} is not a number"
+    if kind in ("string_type", "bool_type", "bool_parsing", "dict_type", "list_type", "model_type"):
+        want = kind.split("_")[0].replace("dict", "mapping").replace("model", "mapping").replace("string", "string")
+        return f"{prefix}{loc}: {shown} is not a {want} — {msg.lower()}"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        bound = next(iter(ctx.values()), "?")
+        op = {"greater_than_equal": "≥", "greater_than": ">", "less_than_equal": "≤", "less_than": "<"}[kind]
+        hint = f" — {_EXAMPLES[field]}" if field in _EXAMPLES else ""
+        return f"{prefix}{loc}: {shown} must be {op} {bound}{hint}"
+    if kind in ("literal_error", "enum"):
+        expected = re.findall(r"'([^']+)'", str(ctx.get("expected", "")))
+        tip = suggest(str(value), expected) if expected else msg
+        return f"{prefix}{loc}: {shown} is not one of {', '.join(expected) or msg} — {tip}"
+    if kind == "missing":
+        return f"{prefix}{loc}: missing — add it"
+    if ":" in msg.split(" ")[0]:
+        return f"{prefix}{msg}"  # our own validators already name the field and the fix
+    return f"{prefix}{loc}: {msg} (got {shown})"
+
+
+def _pydantic_problems(exc: ValidationError, prefix: str = "", model: type[BaseModel] = SweepSpec) -> list[str]:
+    return [_one_problem(err, prefix, model) for err in exc.errors()]
 
 
 def _check_command(spec: SweepSpec, problems: list[str]) -> None:
@@ -115,7 +150,9 @@ def _check_command(spec: SweepSpec, problems: list[str]) -> None:
         problems.append("program: missing — the command uses ${program}; write e.g. program: train.py")
 
 
-def _check_grid(params: list[Param], max_grid_size: int, run_cap: int | None, problems: list[str]) -> None:
+def _check_grid(
+    params: list[Param], max_grid_size: int, run_cap: int | None, problems: list[str], *, size_check: bool = True
+) -> None:
     for p in params:
         if p.distribution not in GRIDDABLE:
             if p.distribution == "uniform":
@@ -125,7 +162,7 @@ def _check_grid(params: list[Param], max_grid_size: int, run_cap: int | None, pr
             else:
                 why = f"distribution {p.distribution} is continuous and cannot be gridded — give `values:` or use method: random"
             problems.append(f"{field_path(p)}: {why}")
-    if problems:
+    if not size_check or any(p.distribution not in GRIDDABLE for p in params):
         return
     dims = grid_dims(params)
     size = 1
@@ -171,30 +208,34 @@ def validate_sweep(
         problems.append(f"method: {method!r} is not a method — {suggest(str(method), ['grid', 'random'])}")
     if "parameters" not in raw:
         problems.append("parameters: missing — define the parameters to sweep, e.g. lr: {values: [0.1, 0.01]}")
-    if problems:
+    if method not in ("grid", "random") or "parameters" not in raw:
         raise SpecError(problems, source=source)
 
-    wandb_part = {k: v for k, v in raw.items() if k != EXTENSION_KEY}
+    wandb_part = {k: v for k, v in raw.items() if k in WANDB_KEYS}
     try:
         spec = SweepSpec.model_validate(wandb_part)
     except ValidationError as exc:
-        raise SpecError(_pydantic_problems(exc), source=source) from exc
+        raise SpecError(problems + _pydantic_problems(exc), source=source) from exc
 
-    params, problems = parse_parameters(spec.parameters)
+    params, param_problems = parse_parameters(spec.parameters)
+    problems += param_problems
     _check_command(spec, problems)
     block = raw.get(EXTENSION_KEY) or {}
     if not isinstance(block, dict):
-        problems.append(f"{EXTENSION_KEY}: must be a mapping of launch settings, got {type(block).__name__}")
+        problems.append(
+            f"{EXTENSION_KEY}: must be a mapping of launch settings, got {type(block).__name__} — "
+            "e.g. sweepq: {kind: pytorchjob, gpus_per_node: 8}"
+        )
         block = {}
     else:
         try:
             merge_launch(block)
         except ValidationError as exc:
-            problems.extend(_pydantic_problems(exc, prefix=f"{EXTENSION_KEY}."))
+            problems.extend(_pydantic_problems(exc, prefix=f"{EXTENSION_KEY}.", model=LaunchSettings))
     if spec.method == "random" and not spec.run_cap:
         problems.append("run_cap: missing — a random sweep never ends by itself; add e.g. run_cap: 50")
-    if spec.method == "grid" and not problems:
-        _check_grid(params, max_grid_size, spec.run_cap, problems)
+    if spec.method == "grid":
+        _check_grid(params, max_grid_size, spec.run_cap, problems, size_check=not param_problems)
     if problems:
         raise SpecError(problems, source=source)
 
@@ -212,7 +253,7 @@ def resolve_launch(sweep: Sweep, *, defaults: dict[str, Any] | None = None, over
     try:
         return merge_launch(defaults, sweep.launch_block, overrides)
     except ValidationError as exc:
-        raise SpecError(_pydantic_problems(exc, prefix=f"{EXTENSION_KEY}.")) from exc
+        raise SpecError(_pydantic_problems(exc, prefix=f"{EXTENSION_KEY}.", model=LaunchSettings)) from exc
 
 
 def json_schema() -> dict[str, Any]:

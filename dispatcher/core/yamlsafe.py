@@ -124,7 +124,14 @@ def load_yaml(
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = exc.problem or exc.context or "invalid YAML"
-        raise SpecError(f"{where}YAML syntax error: {problem} — fix the YAML syntax there", source=source) from exc
+        opened = ""
+        if exc.context_mark is not None and exc.problem_mark is not None and exc.context_mark.line != exc.problem_mark.line:
+            opened = f" ({exc.context} at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
+        hint = "fix the YAML syntax there"
+        bad_line = decoded.splitlines()[mark.line] if mark and mark.line < len(decoded.splitlines()) else ""
+        if "${" in bad_line:
+            hint = "quote W&B macros ('${args}') or write the command as a block list (- ${args})"
+        raise SpecError(f"{where}YAML syntax error: {problem}{opened} — {hint}", source=source) from exc
     except yaml.YAMLError as exc:
         raise SpecError(f"YAML error: {exc} — fix the YAML syntax", source=source) from exc
     except RecursionError as exc:
