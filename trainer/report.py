@@ -31,7 +31,9 @@ RESULT_FILE = "result.json"
 PREDICTIONS_FILE = "predictions.csv"
 RESULT_SCHEMA = "sweepq.trainer-result/v1"
 WAKE_SCHEMA = "sweepq.wake/v1"
-UPDATE_EXPRESSION = "SET metrics = :m, metrics_at = :t, metrics_attempt = :a"
+# "SET metrics = :m, metrics_at = :t, metrics_attempt = :a" — but METRICS is a DynamoDB reserved
+# word, so the attribute is named through a placeholder (same item, same attribute).
+UPDATE_EXPRESSION = "SET #metrics = :m, metrics_at = :t, metrics_attempt = :a"
 CONDITION_EXPRESSION = "attribute_exists(pk) AND attempt = :a"
 
 
@@ -114,6 +116,7 @@ class TrialTableReporter:
                 Key=trial_key(ctx.sweep_id, ctx.trial_index),
                 UpdateExpression=UPDATE_EXPRESSION,
                 ConditionExpression=CONDITION_EXPRESSION,
+                ExpressionAttributeNames={"#metrics": "metrics"},
                 ExpressionAttributeValues={
                     ":m": metrics_attribute(metrics),
                     ":t": {"N": str(int(now))},

@@ -1,0 +1,84 @@
+"""Fixtures for the trainer tests: tiny configs, trial contexts and a real torchrun launcher."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trainer.config import TrainConfig
+from trainer.context import TrialContext
+
+REPO = Path(__file__).resolve().parents[2]
+# Variables of the dispatcher contract and of wandb that must not leak from the developer's shell.
+_CONTRACT_PREFIXES = ("SWEEP_ID", "TRIAL_", "SWEEPQ_", "WANDB_", "TORCHELASTIC_", "AWS_ENDPOINT_URL")
+
+
+def _tiny(**overrides: Any) -> TrainConfig:
+    defaults = dict(model="tiny", data="synthetic", synthetic_samples=300, epochs=1, learning_rate=2e-3,
+                    batch_size=16, eval_batch_size=32, max_length=32, checkpoint_every=0, log_every=5)
+    return TrainConfig(**{**defaults, **overrides})
+
+
+@pytest.fixture
+def tiny():
+    """Factory: a tiny model on a small synthetic set (a training run takes a second or two on CPU)."""
+    return _tiny
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> TrialContext:
+    """A standalone trial writing under a temporary output root."""
+    return TrialContext.from_env({}, output_dir=str(tmp_path / "outputs"))
+
+
+@pytest.fixture
+def trial_context(tmp_path: Path):
+    """Factory: a dispatcher-launched trial (sweep id, index, attempt) under a temporary output root."""
+
+    def make(sweep_id: str = "bert-lr-1a2b3c4d", index: int = 3, attempt: int = 1, **env: str) -> TrialContext:
+        environ = {"SWEEP_ID": sweep_id, "TRIAL_INDEX": str(index), "TRIAL_ID": f"{sweep_id}-{index}",
+                   "SWEEPQ_ATTEMPT": str(attempt), "SWEEPQ_OUTPUT_DIR": str(tmp_path / "outputs"), **env}
+        return TrialContext.from_env(environ)
+
+    return make
+
+
+@pytest.fixture
+def child_env():
+    """Factory: the environment for a trainer subprocess (contract variables removed, ``extra`` added)."""
+    return _child_env
+
+
+def _child_env(**extra: str) -> dict[str, str]:
+    """The test process's environment without contract variables, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_CONTRACT_PREFIXES)}
+    env.update({"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+                "WANDB_SILENT": "true"})
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def torchrun():
+    """Runner: ``torchrun(config, env=..., nproc=2, max_restarts=0)`` → CompletedProcess (raises on failure)."""
+    return _torchrun
+
+
+def _torchrun(config: TrainConfig, *, env: dict[str, str], nproc: int = 2, max_restarts: int = 0,
+              timeout: float = 240) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node=N -m trainer --key=value ...`` as the dispatcher runs it."""
+    args = [f"--{f.name}={getattr(config, f.name)}" for f in dataclasses.fields(config)
+            if getattr(config, f.name) != f.default]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               f"--max-restarts={max_restarts}", "--monitor-interval=0.1", "-m", "trainer", *args]
+    completed = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    if completed.returncode != 0:
+        raise AssertionError(f"torchrun failed ({completed.returncode}):\n{completed.stdout[-4000:]}\n"
+                             f"{completed.stderr[-8000:]}")
+    return completed
