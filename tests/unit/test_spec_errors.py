@@ -45,7 +45,7 @@ CASES: dict[str, list[tuple[str, ...]]] = {
     )],
     "sweepq-bad-fields.yaml": [
         ("sweepq.gpus_per_node:", "-1 must be ≥ 0", "0 for CPU-only"),
-        ("sweepq.max_retry:", "Extra inputs are not permitted"),
+        ("sweepq.max_retry: unknown key", "did you mean 'max_retries'?"),
     ],
     "sweepq-bad-kind.yaml": [("sweepq.kind:", "'pytorchjobs' is not one of", "did you mean 'pytorchjob'?")],
     "sweepq-bad-nodes.yaml": [("sweepq.nodes: '2-4' is not N or MIN:MAX", "nodes: '1:4'")],
