@@ -33,6 +33,7 @@ ENV = {
     "etcd_endpoint": "SWEEPQ_ETCD_ENDPOINT",
     "trainjob_runtime": "SWEEPQ_TRAINJOB_RUNTIME",
     "job_ttl_s": "SWEEPQ_JOB_TTL_S",
+    "template_resources": "SWEEPQ_TEMPLATE_RESOURCES",
     "wake": "SWEEPQ_WAKE",
 }
 
@@ -58,7 +59,8 @@ class Settings:
     local_slots: int = 2
     etcd_endpoint: str = "etcd-service:2379"
     trainjob_runtime: str = "torch-distributed"
-    job_ttl_s: int = 86400
+    job_ttl_s: int = 86400  # finished jobs are garbage-collected by Kubernetes after this (0: never)
+    template_resources: tuple[str, ...] = ()  # kind template: "group/version/plural" the tick lists
     wake: bool = True  # trainers send a wake message when they finish
 
     @property

@@ -199,7 +199,13 @@ class Dispatcher:
                     f"sweepq.kind: {kind!r} is not enabled on this dispatcher — use one of "
                     f"{', '.join(sorted(self.backends))} (SWEEPQ_KINDS)"
                 )
-        except SpecError as exc:
+            # Render trial 0's job now (pure): a sweep whose jobs can never be created (a TrainJob
+            # with a node range, an ElasticJob without torchrun, a broken template) is rejected at
+            # intake with the reason, instead of failing every trial later.
+            self.backends[kind].dryrun(
+                launch_request(self.settings, sweep, msg.sweep_id, launch.model_copy(update={"kind": kind}), 0, 1)
+            )
+        except (SpecError, PermanentError) as exc:
             self._reject(msg, meta, str(exc), report, now)
             return
         except ValidationError as exc:

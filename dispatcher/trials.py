@@ -83,6 +83,8 @@ def trial_env(
         env["WANDB_ENTITY"] = sweep.spec.entity
     if settings.output_dir:
         env["SWEEPQ_OUTPUT_DIR"] = settings.output_dir
+    elif launch.output_pvc:
+        env["SWEEPQ_OUTPUT_DIR"] = "/outputs"  # where the kube backends mount the PVC
     if settings.wake and queue_url:
         env["SWEEPQ_QUEUE_URL"] = queue_url
     env.update(launch.env)

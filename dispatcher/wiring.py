@@ -27,23 +27,32 @@ def build_api_client(settings: Settings, session: Any) -> Any:
     return kube_client.build_api_client()
 
 
+def backend_options(kind: str, settings: Settings) -> dict[str, Any]:
+    """Per-kind constructor options derived from the settings (also used by ``submit --dry-run``)."""
+    if kind == "local":
+        return {"state_dir": settings.state_dir, "slots": settings.local_slots}
+    ttl = {"ttl_seconds": settings.job_ttl_s or None}
+    if kind == "elasticjob":
+        return {"rdzv_endpoint": settings.etcd_endpoint, **ttl}
+    if kind == "trainjob":
+        return {"runtime": settings.trainjob_runtime}  # TrainJob has no TTL field
+    if kind == "template":
+        return {"resources": settings.template_resources}
+    return ttl
+
+
 def build_backends(settings: Settings, *, api_client: Any = None, session: Any = None, clock: Callable[[], float] = time.time) -> dict[str, Backend]:
     from dispatcher.backends import make_backend
 
     backends: dict[str, Backend] = {}
     for kind in settings.enabled_kinds:
         if kind == "local":
-            backends[kind] = make_backend(kind, namespace=settings.namespace, state_dir=settings.state_dir,
-                                          slots=settings.local_slots, clock=clock)
+            backends[kind] = make_backend(kind, namespace=settings.namespace, clock=clock, **backend_options(kind, settings))
             continue
         if api_client is None:
             api_client = build_api_client(settings, session)
-        options: dict[str, Any] = {}
-        if kind == "elasticjob":
-            options["rdzv_endpoint"] = settings.etcd_endpoint
-        if kind == "trainjob":
-            options["runtime"] = settings.trainjob_runtime
-        backends[kind] = make_backend(kind, api_client=api_client, namespace=settings.namespace, **options)
+        backends[kind] = make_backend(kind, api_client=api_client, namespace=settings.namespace,
+                                      **backend_options(kind, settings))
     return backends
 
 

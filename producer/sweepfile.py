@@ -179,21 +179,11 @@ def build_submit(
     return msg, encode_submit(msg)
 
 
-def backend_options(kind: str, settings: Settings) -> dict[str, Any]:
-    """Per-kind constructor options, as the dispatcher derives them from its settings."""
-    if kind == "local":
-        return {"state_dir": settings.state_dir, "slots": settings.local_slots}
-    if kind == "elasticjob":
-        return {"rdzv_endpoint": settings.etcd_endpoint}
-    if kind == "trainjob":
-        return {"runtime": settings.trainjob_runtime}
-    return {}
-
-
 def dry_run(settings: Settings, sweep: Sweep, sweep_id: str, launch: LaunchSettings) -> DryRun:
     """The exact job the dispatcher would create for trial 0, attempt 1. Needs no cluster."""
     from dispatcher.backends import make_backend
     from dispatcher.trials import launch_request
+    from dispatcher.wiring import backend_options
 
     kind = launch.kind or settings.backend
     backend = make_backend(kind, api_client=None, namespace=settings.namespace, **backend_options(kind, settings))

@@ -37,6 +37,8 @@ ANNOTATION_TRIAL_ID = "sweepq.io/trial-id"
 GPU_RESOURCE = "nvidia.com/gpu"
 WANDB_KEY_ENV = "WANDB_API_KEY"
 WANDB_SECRET_KEY = "api-key"
+OUTPUT_VOLUME = "outputs"  # launch.output_pvc: checkpoints + result.json shared by every attempt
+DEFAULT_OUTPUT_DIR = "/outputs"
 SHM_VOLUME = "dshm"  # NCCL and DataLoader workers need more than the 64 MiB default /dev/shm
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -163,7 +165,14 @@ def container(
     if with_resources and resources:
         spec["resources"] = resources
     spec["volumeMounts"] = [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}]
+    if request.launch.output_pvc:
+        spec["volumeMounts"].append({"name": OUTPUT_VOLUME, "mountPath": output_mount(request)})
     return spec
+
+
+def output_mount(request: LaunchRequest) -> str:
+    """Where the outputs PVC is mounted: the trial's SWEEPQ_OUTPUT_DIR (default /outputs)."""
+    return str({**request.launch.env, **request.env}.get("SWEEPQ_OUTPUT_DIR") or DEFAULT_OUTPUT_DIR)
 
 
 def pod_template(
@@ -176,6 +185,8 @@ def pod_template(
         spec["serviceAccountName"] = request.launch.service_account
     spec["containers"] = [main]
     spec["volumes"] = [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}]
+    if request.launch.output_pvc:
+        spec["volumes"].append({"name": OUTPUT_VOLUME, "persistentVolumeClaim": {"claimName": request.launch.output_pvc}})
     return {"metadata": {"labels": pod_labels(request, kind=kind)}, "spec": spec}
 
 

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import yaml
 
 from dispatcher.backends.local_supervise import JOB_TAG_ENV, LOG_FILE
+from dispatcher.core.launch import SECRET_ENV
 from dispatcher.core.errors import SpecError
 from dispatcher.core.jobs import (
     LABEL_ATTEMPT,
@@ -34,7 +35,6 @@ from dispatcher.core.launch import LaunchSettings
 
 KIND = "local"
 OUTPUT_DIR_ENV = "SWEEPQ_OUTPUT_DIR"
-SECRET_ENV = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL)", re.IGNORECASE)  # as in core.launch
 REDACTED = "<redacted>"
 
 

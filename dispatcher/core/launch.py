@@ -23,7 +23,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Secrets never travel through SQS or DynamoDB: they reach the pod through a secretKeyRef.
-_SECRET_ENV = re.compile(r"(^|_)(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIALS?)(_|$)", re.IGNORECASE)
+SECRET_ENV = re.compile(r"(^|_)(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIALS?)(_|$)", re.IGNORECASE)
 
 
 def parse_duration(value: Any, *, field: str) -> int | None:
@@ -82,6 +82,10 @@ class LaunchSettings(BaseModel):
         default="wandb", description="Kubernetes Secret holding WANDB_API_KEY (key 'api-key'); null for none."
     )
     service_account: str | None = Field(default=None, description="ServiceAccount the trial pods run as.")
+    output_pvc: str | None = Field(
+        default=None, max_length=253,
+        description="PersistentVolumeClaim (ReadWriteMany) mounted at SWEEPQ_OUTPUT_DIR for checkpoints and results.",
+    )
     template: dict[str, Any] | None = Field(
         default=None, description="For kind 'template': the manifest with {{placeholders}}, filled structurally."
     )
@@ -97,14 +101,14 @@ class LaunchSettings(BaseModel):
         for name in env:
             if not _ENV_NAME.match(name):
                 raise ValueError(f"env.{name}: not a valid environment variable name — use letters, digits and _")
-            if _SECRET_ENV.search(name):
+            if SECRET_ENV.search(name):
                 raise ValueError(
                     f"env.{name}: looks like a secret; secrets must not travel through the queue — "
                     "store it in a Kubernetes Secret (see wandb_secret) instead"
                 )
         return env
 
-    @field_validator("team", "kueue_queue", "service_account", "wandb_secret")
+    @field_validator("team", "kueue_queue", "service_account", "wandb_secret", "output_pvc")
     @classmethod
     def _dns_label(cls, value: str | None, info: Any) -> str | None:
         if value is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", value):

@@ -201,3 +201,30 @@ def test_two_ticks_at_once_never_duplicate_a_job_or_exceed_the_cap(world):
     names = [j["metadata"]["name"] for j in jobs(w.kube)]
     assert len(names) == len(set(names)) <= 3
     assert sorted(r.lease for r in reports) in (["busy", "held"], ["held", "held"])
+
+
+def test_a_sweep_whose_job_cannot_be_rendered_is_rejected_at_intake(world):
+    w = world
+    settings = Settings.load({}, backend=KIND, kinds=f"{KIND},trainjob", max_running=3, namespace="sweepq")
+    trainjob = make_backend("trainjob", api_client=w.kube.api_client, namespace="sweepq")
+    d = make_dispatcher(w.aws, settings, {KIND: w.backend, "trainjob": trainjob}, w.clock, w.queue)
+    bad = submit(w.queue, grid_spec("elastic-tj", 1, 1), {"kind": "trainjob", "nodes": "1:4"})
+    off = submit(w.queue, grid_spec("no-such-kind", 1, 1), {"kind": "elasticjob"})
+    report = d.tick()
+    assert report.rejected == 2
+    meta = w.store.get_sweep(bad)
+    assert meta["state"] == "REJECTED" and "nodes" in meta["reason"]
+    assert "'elasticjob' is not enabled" in w.store.get_sweep(off)["reason"]
+    assert jobs(w.kube) == []
+
+
+def test_output_pvc_is_mounted_where_the_trainer_writes(world):
+    w = world
+    submit(w.queue, grid_spec("pvc", 1, 1), {"output_pvc": "sweepq-outputs"})
+    w.dispatcher().tick()
+    (job,) = jobs(w.kube)
+    pod = job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]
+    assert {"name": "outputs", "persistentVolumeClaim": {"claimName": "sweepq-outputs"}} in pod["volumes"]
+    (container,) = pod["containers"]
+    assert {"name": "outputs", "mountPath": "/outputs"} in container["volumeMounts"]
+    assert {"name": "SWEEPQ_OUTPUT_DIR", "value": "/outputs"} in container["env"]
