@@ -19,13 +19,24 @@ REPO = Path(__file__).resolve().parents[2]
 _CONTRACT_PREFIXES = ("SWEEP_ID", "TRIAL_", "SWEEPQ_", "WANDB_", "TORCHELASTIC_", "AWS_ENDPOINT_URL")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """On shared, busy cores OpenMP threads spin against each other; one thread is faster and steadier."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _tiny(**overrides: Any) -> TrainConfig:
     defaults = dict(model="tiny", data="synthetic", synthetic_samples=300, epochs=1, learning_rate=2e-3,
                     batch_size=16, eval_batch_size=32, max_length=32, checkpoint_every=0, log_every=5)
     return TrainConfig(**{**defaults, **overrides})
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny():
     """Factory: a tiny model on a small synthetic set (a training run takes a second or two on CPU)."""
     return _tiny
@@ -49,7 +60,7 @@ def trial_context(tmp_path: Path):
     return make
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def child_env():
     """Factory: the environment for a trainer subprocess (contract variables removed, ``extra`` added)."""
     return _child_env
@@ -64,7 +75,7 @@ def _child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def torchrun():
     """Runner: ``torchrun(config, env=..., nproc=2, max_restarts=0)`` → CompletedProcess (raises on failure)."""
     return _torchrun
