@@ -13,12 +13,16 @@ in-memory table; the dispatcher's tick never scans.
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from dispatcher.core.errors import SweepqError
 from dispatcher.localstack import start_moto, use_endpoint
 
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "REJECTED")
@@ -44,10 +48,16 @@ def _restore(client: Any, table: str, path: Path) -> list[dict[str, Any]]:
     return items
 
 
-def _submit(queue: Any, sweep_file: str, *, max_grid_size: int) -> str:
-    from producer.submit import submit_file
-
-    return submit_file(queue, sweep_file, max_grid_size=max_grid_size).sweep_id
+def _submit(sweep_file: str) -> str:
+    """Submit exactly as a researcher would: ``producer submit FILE`` against the local endpoint.
+    (A subprocess, so the dispatcher package never imports the producer.)"""
+    out = subprocess.run(
+        [sys.executable, "-m", "producer", "submit", sweep_file, "--output", "json"],
+        capture_output=True, text=True, check=False,
+    )
+    if out.returncode != 0:
+        raise SweepqError(f"producer submit {sweep_file} failed (exit {out.returncode}): {out.stderr.strip()}")
+    return str(json.loads(out.stdout)["sweep_id"])
 
 
 def _metric(trial: dict[str, Any], name: str | None) -> float | None:
@@ -69,6 +79,13 @@ def trial_rows(store: Any, sweep_id: str, now: float) -> tuple[dict[str, Any], l
     return meta, rows
 
 
+def _varying(rows: list[dict[str, Any]]) -> set[str]:
+    """Parameters whose value differs between trials (constants would only add noise)."""
+    keys = {k for r in rows for k in r["params"]}
+    varying = {k for k in keys if len({json.dumps(r["params"].get(k), sort_keys=True) for r in rows}) > 1}
+    return varying or keys
+
+
 def render(meta: dict[str, Any], rows: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
@@ -77,8 +94,9 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]]) -> Any:
     table = Table(title=f"sweep {meta.get('sweep_id')} — {meta.get('state')} — {done}/{meta.get('total', '?')} trials done")
     for col in ("#", "parameters", "state", "attempt", "elapsed", metric):
         table.add_column(col, justify="right" if col in ("#", "attempt", "elapsed", metric) else "left")
+    swept = _varying(rows)
     for r in rows:
-        params = " ".join(f"{k}={v}" for k, v in r["params"].items() if not isinstance(v, dict))
+        params = " ".join(f"{k}={v}" for k, v in sorted(r["params"].items()) if k in swept)
         value = "" if r["metric"] is None else f"{r['metric']:.4f}"
         table.add_row(str(r["index"]), params, r["state"], str(r["attempt"]), f"{r['elapsed_s']:.0f}s", value)
     return table
@@ -123,7 +141,7 @@ def run_demo(sweep_file: str, *, slots: int, state_dir: str, interval: float, li
     from rich.console import Console
     from rich.live import Live
 
-    from dispatcher.adapters.queue import Queue, create_queues
+    from dispatcher.adapters.queue import create_queues
     from dispatcher.adapters.store import Store
     from dispatcher.settings import Settings
     from dispatcher.wiring import build_dispatcher
@@ -151,7 +169,8 @@ def run_demo(sweep_file: str, *, slots: int, state_dir: str, interval: float, li
             sweep_id = next(i["sweep_id"]["S"] for i in items if i["sk"]["S"] == "META")
             console.print(f"[bold]resuming[/] sweep {sweep_id} from {snapshot}")
         else:
-            sweep_id = _submit(Queue(session.client("sqs"), url), sweep_file, max_grid_size=settings.max_grid_size)
+            os.environ["SWEEPQ_QUEUE_URL"] = url
+            sweep_id = _submit(sweep_file)
             console.print(f"submitted {sweep_file} as sweep [bold]{sweep_id}[/] (AWS endpoint {endpoint})")
         dispatcher = build_dispatcher(settings, session=session)
         started = time.time()
