@@ -53,6 +53,7 @@ class TrialContext:
     output_root: Path
     queue_url: str | None
     wandb_project: str | None
+    wandb_run_id: str | None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, output_dir: str | None = None) -> TrialContext:
@@ -78,6 +79,7 @@ class TrialContext:
             output_root=Path(root),
             queue_url=environ.get(QUEUE_URL) or None,
             wandb_project=environ.get(WANDB_PROJECT) or None,
+            wandb_run_id=environ.get(WANDB_RUN_ID) or None,
         )
 
     @property

@@ -68,6 +68,8 @@ def build_components(config: TrainConfig, dist: DistInfo, context: TrialContext)
     model = build_model(config, tokenizer, splits.label_names, dist=dist).to(dist.device)
     if config.max_length > max_positions(model):
         raise ConfigError(f"--max_length={config.max_length} exceeds the model's {max_positions(model)} positions")
+    if tokenizer.pad_token_id is None:
+        raise ConfigError(f"--model={config.model!r}: its tokenizer has no padding token; use a BERT-style model")
     cuda = dist.device.type == "cuda"
     collator = PadCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if cuda else None)
     encoded = {name: EncodedSplit(getattr(splits, name), tokenizer, config.max_length)
@@ -110,7 +112,8 @@ def training_function(config: TrainConfig, context: TrialContext, dist: DistInfo
                         "global_step": progress.global_step}
         logger.info("resuming trial %s from %s: epoch %d, batch %d, step %d",
                     trial_id, path, progress.epoch, progress.batches_in_epoch, progress.global_step)
-    progress.wandb_run_id = progress.wandb_run_id or context.trial_id or os.environ.get("WANDB_RUN_ID") \
+    # One W&B run per trial: the trial id; for a standalone run, the id its checkpoint remembers.
+    progress.wandb_run_id = progress.wandb_run_id or context.trial_id or context.wandb_run_id \
         or f"standalone-{int(time.time())}"
     model = DistributedDataParallel(parts.model, device_ids=[dist.local_rank] if dist.device.type == "cuda"
                                     else None) if dist.is_distributed else parts.model
