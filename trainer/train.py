@@ -184,14 +184,16 @@ def _train_epoch(config: TrainConfig, parts: Components, model: torch.nn.Module,
                  save: Callable[[], None], epoch: int) -> None:
     """One epoch from wherever ``progress`` says it stands; advances ``progress`` and ``loss_sums``."""
     parts.sampler.set_epoch(epoch, consumed=progress.samples_in_epoch)
+    # Batches of this epoch as counted from its start (differs from parts.batches_per_epoch only when a
+    # checkpoint of another world size was resumed); accumulation windows and the epoch end use it.
+    epoch_batches = progress.batches_in_epoch + len(parts.train)
     model.train()
     accumulation = config.gradient_accumulation_steps
     window = torch.zeros(2, dtype=torch.float64, device=dist.device)  # loss sum, samples since last log
     epoch_sums = loss_sums.to(dist.device, copy=True)
     clock = time.perf_counter()
     for batch in parts.train:
-        window_size, ends_window = accumulation_window(progress.batches_in_epoch, parts.batches_per_epoch,
-                                                       accumulation)
+        window_size, ends_window = accumulation_window(progress.batches_in_epoch, epoch_batches, accumulation)
         batch = {key: value.to(dist.device, non_blocking=True) for key, value in batch.items()}
         sync = contextlib.nullcontext() if ends_window or not dist.is_distributed else model.no_sync()
         with sync:
@@ -214,10 +216,10 @@ def _train_epoch(config: TrainConfig, parts: Components, model: torch.nn.Module,
         if progress.global_step % config.log_every == 0:
             totals = all_reduce_sum(window, dist).cpu()
             tracker.log({"train/loss": float(totals[0] / totals[1]), "train/lr": parts.scheduler.get_last_lr()[0],
-                         "epoch": epoch + progress.batches_in_epoch / parts.batches_per_epoch},
+                         "epoch": epoch + progress.batches_in_epoch / epoch_batches},
                         global_step=progress.global_step)
             window.zero_()
-        at_epoch_end = progress.batches_in_epoch == parts.batches_per_epoch
+        at_epoch_end = progress.batches_in_epoch == epoch_batches
         if config.checkpoint_every and progress.global_step % config.checkpoint_every == 0 and not at_epoch_end:
             progress.train_seconds += _elapsed(clock, dist)
             loss_sums.copy_(epoch_sums.cpu())

@@ -147,3 +147,10 @@ def test_local_model_directory_and_csv_data(tmp_path, tiny):
     assert result["metrics"]["global_step"] == 15 and result["metrics"]["test/accuracy"] >= 0
     rows = list(csv.DictReader((tmp_path / "out" / "standalone" / "predictions.csv").open()))
     assert {row["label"] for row in rows} <= set(LABEL_NAMES) and "p_neutral" in rows[0]
+
+
+def test_gradient_accumulation_makes_one_step_per_window(tmp_path, tiny):
+    # 240 examples / 16 = 15 batches per epoch; windows of 4 -> 4 optimizer steps (the last one of 3 batches)
+    result = training_function(tiny(gradient_accumulation_steps=4), TrialContext.from_env({}, output_dir=str(tmp_path)),
+                               DistInfo())
+    assert result["global_step"] == 4 and result["history"][0]["global_step"] == 4
