@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from typing import Any, Optional
 
 import typer
@@ -75,25 +74,14 @@ def tick(
     raise typer.Exit(1 if report.errors else 0)
 
 
-def run_loop(dispatcher: Any, *, interval: float, stop: threading.Event, until_idle: bool = False,
-             on_tick: Any = None) -> None:
-    """Tick every ``interval`` seconds until ``stop`` is set (or, with ``until_idle``, no active sweep)."""
-    while not stop.is_set():
-        report = dispatcher.tick()
-        if on_tick is not None:
-            on_tick(report)
-        if until_idle and report.lease == "held" and report.active_sweeps == 0 and not report.errors:
-            return
-        stop.wait(interval)
-
-
 @app.command()
 def run(
-    interval: float = typer.Option(60.0, help="Seconds between ticks."),
+    interval: float = typer.Option(60.0, help="Seconds between ticks at most."),
+    watch: bool = typer.Option(True, help="Also tick within seconds of a job change or a new message."),
     until_idle: bool = typer.Option(False, help="Exit once no sweep is active."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Tick in a loop (a long-running deployment, or local development)."""
+    """Tick in a loop (a long-running Deployment, or local development), event-driven by default."""
     _setup_logging(verbose)
     settings = _settings()
     from dispatcher.wiring import build_dispatcher
@@ -102,10 +90,15 @@ def run(
         dispatcher = build_dispatcher(settings)
     except SweepqError as exc:
         _fail(exc)
+    from dispatcher.wake import Waker, run_loop, start_watchers
+
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    waker = Waker() if watch else None
+    if waker is not None:
+        start_watchers(dispatcher, waker, stop)
     try:
-        run_loop(dispatcher, interval=interval, stop=stop, until_idle=until_idle)
+        run_loop(dispatcher, interval=interval, stop=stop, until_idle=until_idle, waker=waker)
     except KeyboardInterrupt:
         stop.set()
 

@@ -415,11 +415,16 @@ class KubeEmulator:
         self._run(_put())
 
     def patch_status(self, kind: str, name: str, status: dict[str, Any], namespace: str | None = None) -> None:
-        """Merge ``status`` into the object's status (lists are replaced, ``None`` removes a key)."""
-        async def _patch() -> None:
-            async with self.handler._lock:
-                self._find(kind, name, namespace)[1].patch({"status": status})
-        self._run(_patch())
+        """Merge ``status`` into the object's status (lists are replaced, ``None`` removes a key) — over
+        HTTP, as an operator writes it, so watches see a MODIFIED event (not counted as a request)."""
+        from kubernetes.client import CustomObjectsApi
+
+        group, version, plural = resolve(kind)
+        key, _ = self._find(kind, name, namespace)
+        CustomObjectsApi(self.api_client).patch_namespaced_custom_object_status(
+            group, version, key[1], plural, name, {"status": status})
+        with self.handler._meta_lock:
+            self.handler.counts[("patch", plural)] -= 1
 
     def set_job_phase(self, kind: str, name: str, phase: JobPhase | str, *, reason: str = "",
                       namespace: str | None = None) -> None:

@@ -116,6 +116,21 @@ class ResourceClient:
         items = _read_json(response).get("items")
         return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
 
+    def list_function(self) -> Any:
+        """The official client's list method for this resource (what ``kubernetes.watch`` streams)."""
+        from kubernetes.client import BatchV1Api, CoreV1Api, CustomObjectsApi
+
+        if (self.ref.group, self.ref.plural) == ("batch", "jobs"):
+            return BatchV1Api(self._client).list_namespaced_job
+        if (self.ref.group, self.ref.plural) == ("", "pods"):
+            return CoreV1Api(self._client).list_namespaced_pod
+        return CustomObjectsApi(self._client).list_namespaced_custom_object
+
+    def list_args(self, namespace: str) -> tuple[str, ...]:
+        if self.ref.group in ("batch", ""):
+            return (namespace,)
+        return (self.ref.group, self.ref.version, namespace, self.ref.plural)
+
     def delete(self, namespace: str, name: str) -> None:
         opts = {"propagation_policy": PROPAGATION, "_preload_content": False, "_request_timeout": self._timeout}
         if (self.ref.group, self.ref.plural) == ("batch", "jobs"):
@@ -258,6 +273,23 @@ class KubeBackend:
                 if status is not None:
                     observed[status.name] = status
         return observed
+
+    def watch_streams(self, *, timeout_s: int = 60) -> list[tuple[str, Any]]:
+        """``[(resource, stream)]``: each ``stream()`` is one Kubernetes watch on the resource with the
+        sweepq selector, yielding events until the server closes it (``timeout_s``). Used by
+        ``dispatcher.wake`` to tick within seconds of a job changing; the caller reconnects."""
+        from kubernetes import watch
+
+        streams = []
+        for ref in self.resources():
+            def stream(ref: ResourceRef = ref) -> Any:
+                client = self.client_for(ref)
+                return watch.Watch().stream(
+                    client.list_function(), *client.list_args(self.namespace), label_selector=SELECTOR,
+                    timeout_seconds=timeout_s, _request_timeout=(5, timeout_s + 10),
+                )
+            streams.append((ref.plural, stream))
+        return streams
 
     def cancel(self, name: str) -> None:
         for ref in self.resources():
