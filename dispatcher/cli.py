@@ -67,7 +67,7 @@ def tick(
             f"accepted {report.accepted}, rejected {report.rejected}, launched {report.launched}, "
             f"running {report.running}, finished {report.finished}, failed {report.failed}, "
             f"capacity {report.capacity}, {report.duration_s:.2f} s"
-            + (f", lease busy" if report.lease == "busy" else "")
+            + (", lease busy" if report.lease == "busy" else "")
         )
         for err in report.errors:
             typer.echo(f"  ! {err}", err=True)

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/lint-imports
+.venv/bin/ruff check dispatcher producer trainer benchmarks tests
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

@@ -10,13 +10,11 @@ from typing import Any, Mapping
 
 from dispatcher.backends.kube_base import KubeBackend, ResourceRef
 from dispatcher.backends.kube_common import (
+    progress_from,
     Progress,
     as_int,
-    condition_reason,
-    condition_time,
     container,
     job_metadata,
-    parse_time,
     phase_from_conditions,
     pod_template,
     split_command,
@@ -76,15 +74,7 @@ def job_progress(obj: Mapping[str, Any]) -> Progress:
         phase, condition = (JobPhase.RUNNING if as_int(status.get("ready")) > 0 else JobPhase.PENDING), None
     else:
         phase, condition = (JobPhase.RUNNING if as_int(status.get("active")) > 0 else JobPhase.PENDING), None
-    finished_at = None
-    if phase.terminal:
-        finished_at = parse_time(status.get("completionTime")) or condition_time(condition)
-    return Progress(
-        phase=phase,
-        reason=condition_reason(condition) if phase is JobPhase.FAILED else "",
-        started_at=parse_time(status.get("startTime")),
-        finished_at=finished_at,
-    )
+    return progress_from(obj, phase, condition)
 
 
 class BatchJobBackend(KubeBackend):

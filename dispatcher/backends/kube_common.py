@@ -57,6 +57,21 @@ class Progress(NamedTuple):
 # --------------------------------------------------------------------------- manifests
 
 
+def progress_from(obj: Mapping[str, Any], phase: JobPhase, condition: Mapping[str, Any] | None) -> Progress:
+    """The common tail of every kind's status reading: failure reason from the deciding condition,
+    start time from ``status.startTime``, end from ``status.completionTime`` or the condition's time."""
+    status = status_of(obj)
+    finished_at = None
+    if phase.terminal:
+        finished_at = parse_time(status.get("completionTime")) or condition_time(condition)
+    return Progress(
+        phase=phase,
+        reason=condition_reason(condition) if phase is JobPhase.FAILED else "",
+        started_at=parse_time(status.get("startTime")),
+        finished_at=finished_at,
+    )
+
+
 def label_value(value: str, *, field: str) -> str:
     if len(value) > 63 or not _LABEL_VALUE.match(value):
         raise PermanentError(

@@ -9,7 +9,6 @@ and the phase a job directory's records stand for. The effects live in
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path

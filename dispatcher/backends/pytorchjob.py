@@ -12,16 +12,13 @@ from typing import Any, Mapping
 
 from dispatcher.backends.kube_base import KubeBackend, ResourceRef
 from dispatcher.backends.kube_common import (
+    progress_from,
     Progress,
-    condition_reason,
-    condition_time,
     container,
     job_metadata,
-    parse_time,
     phase_from_conditions,
     pod_template,
     split_command,
-    status_of,
 )
 from dispatcher.core.jobs import JobPhase, LaunchRequest
 
@@ -84,18 +81,9 @@ def build_pytorchjob(request: LaunchRequest, *, ttl_seconds: int | None = None) 
 
 def kubeflow_progress(obj: Mapping[str, Any]) -> Progress:
     """Phase of a Kubeflow-style job (PyTorchJob, and ElasticJob's own status) from its conditions."""
-    status = status_of(obj)
     found = phase_from_conditions(obj, CONDITION_PHASES)
     phase, condition = found if found else (JobPhase.PENDING, None)
-    finished_at = None
-    if phase.terminal:
-        finished_at = parse_time(status.get("completionTime")) or condition_time(condition)
-    return Progress(
-        phase=phase,
-        reason=condition_reason(condition) if phase is JobPhase.FAILED else "",
-        started_at=parse_time(status.get("startTime")),
-        finished_at=finished_at,
-    )
+    return progress_from(obj, phase, condition)
 
 
 class PyTorchJobBackend(KubeBackend):

@@ -29,9 +29,8 @@ from typing import Any, Callable, Iterable, Mapping
 from dispatcher.backends.batchjob import job_progress
 from dispatcher.backends.kube_base import KubeBackend, ResourceRef
 from dispatcher.backends.kube_common import (
+    progress_from,
     Progress,
-    condition_reason,
-    condition_time,
     job_metadata,
     phase_from_conditions,
     pod_labels,
@@ -220,8 +219,7 @@ def template_progress(ref: ResourceRef, obj: Mapping[str, Any]) -> Progress:
     if not found:
         return Progress(JobPhase.PENDING)
     phase, condition = found
-    return Progress(phase, reason=condition_reason(condition) if phase is JobPhase.FAILED else "",
-                    finished_at=condition_time(condition) if phase.terminal else None)
+    return progress_from(obj, phase, condition)
 
 
 def parse_resource(text: str, kind: str = "") -> ResourceRef:

@@ -13,10 +13,9 @@ from typing import Any, Mapping
 
 from dispatcher.backends.kube_base import KubeBackend, ResourceRef
 from dispatcher.backends.kube_common import (
+    progress_from,
     Progress,
     as_int,
-    condition_reason,
-    condition_time,
     container_env,
     job_metadata,
     node_resources,
@@ -93,11 +92,7 @@ def trainjob_progress(obj: Mapping[str, Any]) -> Progress:
             for job in (jobs if isinstance(jobs, list) else []) if isinstance(job, Mapping)
         )
         phase, condition = (JobPhase.RUNNING if started else JobPhase.PENDING), None
-    return Progress(
-        phase=phase,
-        reason=condition_reason(condition) if phase is JobPhase.FAILED else "",
-        finished_at=condition_time(condition) if phase.terminal else None,
-    )
+    return progress_from(obj, phase, condition)
 
 
 class TrainJobBackend(KubeBackend):
