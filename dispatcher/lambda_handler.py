@@ -21,7 +21,8 @@ from typing import Any
 
 from dispatcher.adapters.queue import Received
 from dispatcher.settings import Settings
-from dispatcher.tick import Dispatcher, TickReport
+from dispatcher.report import TickReport
+from dispatcher.tick import Dispatcher
 from dispatcher.wiring import build_dispatcher
 
 log = logging.getLogger(__name__)

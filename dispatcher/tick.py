@@ -18,50 +18,24 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
 
 from pydantic import ValidationError
 
 from dispatcher.adapters.queue import Queue, Received
 from dispatcher.adapters.store import Store, sweep_key, trial_key
-from dispatcher.core.errors import Conflict, MessageError, PermanentError, SpecError, SweepqError, TransientError
+from dispatcher.core.errors import Conflict, PermanentError, SweepqError, TransientError
 from dispatcher.core.jobs import Backend, JobStatus
-from dispatcher.core.launch import LaunchSettings
-from dispatcher.core.message import CancelMessage, SubmitMessage, WakeMessage, decode
 from dispatcher.core.planner import Launch, free_capacity, plan
 from dispatcher.core.identity import job_name, trial_id
 from dispatcher.core.reconcile import Relaunch, Transition, fail_attempt, reconcile_sweep
 from dispatcher.core.records import LiveTrial, SweepRecord, SweepState, TrialState, better
-from dispatcher.core.spec import validate_sweep
+from dispatcher.intake import Intake
+from dispatcher.report import TickReport
 from dispatcher.settings import Settings
 from dispatcher.trials import SpecCache, launch_request, record_from_item
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TickReport:
-    accepted: int = 0
-    rejected: int = 0
-    duplicates: int = 0
-    dead_letters: int = 0  # bodies left for SQS to redrive into the DLQ
-    wakes: int = 0
-    cancel_requests: int = 0
-    launched: int = 0
-    running: int = 0
-    finished: int = 0
-    failed: int = 0
-    retried: int = 0
-    cancelled: int = 0
-    capacity: int | None = None
-    active_sweeps: int = 0
-    lease: str = "held"  # held | busy
-    errors: list[str] = field(default_factory=list)
-    duration_s: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def default_owner() -> str:
@@ -88,6 +62,11 @@ class Dispatcher:
         self.clock = clock
         self.owner = owner or default_owner()
         self.specs = SpecCache(store.get_spec)
+        self.intake = Intake(settings=settings, store=store, queue=queue, backends=self.backends, clock=clock)
+
+    def process_message(self, message: Received, report: TickReport) -> bool:
+        """One delivered message (the Lambda SQS event source); True when it was committed."""
+        return self.intake.process_message(message, report)
 
     # -- entry ----------------------------------------------------------------------------
     def tick(self, *, max_rounds: int = 3) -> TickReport:
@@ -113,7 +92,7 @@ class Dispatcher:
 
     def _round(self, report: TickReport) -> None:
         if self.queue is not None:
-            self.intake(report)
+            self.intake.drain(report)
             self.store.renew_lease(self.owner, now=self.clock(), seconds=self.settings.lease_seconds)
         try:
             jobs = self.observe()
@@ -126,146 +105,6 @@ class Dispatcher:
         self.launch(records, jobs, report)
         report.active_sweeps = len(records)
         report.running = sum(r.holding for r in records)
-
-    # -- intake ---------------------------------------------------------------------------
-    def intake(self, report: TickReport) -> None:
-        """Drain the queue in batches of 10 until empty or the time budget is spent."""
-        assert self.queue is not None
-        deadline = self.clock() + self.settings.intake_budget_s
-        seen: set[str] = set()
-        while self.clock() < deadline:
-            try:
-                batch = self.queue.receive(max_messages=10, wait_s=0)
-            except TransientError as exc:
-                report.errors.append(f"intake: {exc}")
-                return
-            fresh = [m for m in batch if m.message_id not in seen]
-            if not fresh:
-                return  # empty, or only messages we already left for the DLQ this tick
-            for message in fresh:
-                seen.add(message.message_id)
-                self.process_message(message, report)
-
-    def process_message(self, message: Received, report: TickReport) -> bool:
-        """Handle one message; True when it was deleted. One bad message never blocks the others."""
-        try:
-            parsed = decode(message.body)
-        except MessageError as exc:
-            report.dead_letters += 1
-            log.warning(json.dumps({"event": "dead-letter", "message_id": message.message_id,
-                                    "receives": message.receive_count, "reason": str(exc)}))
-            return False  # not deleted: SQS redrives it into the DLQ after maxReceiveCount
-        try:
-            if isinstance(parsed, WakeMessage):
-                report.wakes += 1
-            elif isinstance(parsed, CancelMessage):
-                report.cancel_requests += 1
-                self.request_cancel(parsed)
-            else:
-                self.accept(parsed, report)
-            self.queue.delete(message.receipt)  # type: ignore[union-attr]
-            return True
-        except TransientError as exc:
-            report.errors.append(f"message {message.message_id}: {exc}")
-            return False
-        except SweepqError as exc:
-            report.errors.append(f"message {message.message_id}: {exc}")
-            log.error("message %s not processed: %s", message.message_id, exc)
-            return False
-
-    def _meta(self, msg: SubmitMessage, now: float) -> dict[str, Any]:
-        spec = msg.spec if isinstance(msg.spec, dict) else {}
-        return {
-            "type": "sweep",
-            "sweep_id": msg.sweep_id,
-            "name": str(spec.get("name") or "")[:128],
-            "submitter": msg.submitter,
-            "submitted_at": msg.submitted_at,
-            "accepted_at": now,
-            "updated_at": now,
-            "source": msg.source,
-            "list_sk": f"{msg.submitted_at}#{msg.sweep_id}",
-        }
-
-    def accept(self, msg: SubmitMessage, report: TickReport) -> None:
-        now = self.clock()
-        meta = self._meta(msg, now)
-        try:
-            sweep = validate_sweep(msg.spec, source=msg.sweep_id, max_grid_size=self.settings.max_grid_size)
-            launch = LaunchSettings.model_validate(msg.launch)
-            kind = launch.kind or self.settings.backend
-            if kind not in self.backends:
-                raise SpecError(
-                    f"sweepq.kind: {kind!r} is not enabled on this dispatcher — use one of "
-                    f"{', '.join(sorted(self.backends))} (SWEEPQ_KINDS)"
-                )
-            # Render trial 0's job now (pure): a sweep whose jobs can never be created (a TrainJob
-            # with a node range, an ElasticJob without torchrun, a broken template) is rejected at
-            # intake with the reason, instead of failing every trial later.
-            self.backends[kind].dryrun(
-                launch_request(self.settings, sweep, msg.sweep_id, launch.model_copy(update={"kind": kind}), 0, 1)
-            )
-        except (SpecError, PermanentError) as exc:
-            self._reject(msg, meta, str(exc), report, now)
-            return
-        except ValidationError as exc:
-            self._reject(msg, meta, f"launch settings: {exc}", report, now)
-            return
-        meta.update(
-            state=SweepState.ACTIVE.value,
-            list_pk="ACTIVE",
-            total=sweep.total,
-            cursor=0,
-            live={},
-            succeeded=0,
-            failed=0,
-            cancelled=0,
-            kind=kind,
-            method=sweep.spec.method,
-            launch=launch.model_dump_json(),
-            priority=launch.priority,
-            metric_name=sweep.spec.metric.name if sweep.spec.metric else None,
-            metric_goal=sweep.spec.metric.goal if sweep.spec.metric else "minimize",
-        )
-        meta = {k: v for k, v in meta.items() if v is not None}
-        if self.store.put_sweep(meta, msg.spec, owner=None, now=now):
-            report.accepted += 1
-            log.info(json.dumps({"event": "accepted", "sweep_id": msg.sweep_id, "trials": sweep.total}))
-        else:
-            report.duplicates += 1
-
-    def _reject(self, msg: SubmitMessage, meta: dict[str, Any], reason: str, report: TickReport, now: float) -> None:
-        meta.update(state=SweepState.REJECTED.value, list_pk="DONE", reason=reason[:4000], total=0, cursor=0, live={},
-                    launch=json.dumps(msg.launch, default=str)[:20000])
-        if self.store.put_sweep(meta, msg.spec, owner=None, now=now):
-            report.rejected += 1
-            log.warning(json.dumps({"event": "rejected", "sweep_id": msg.sweep_id, "reason": reason}))
-        else:
-            report.duplicates += 1
-
-    def request_cancel(self, msg: CancelMessage) -> None:
-        now = self.clock()
-        update = self.store.update(
-            sweep_key(msg.sweep_id),
-            "SET cancel_requested = :t, cancelled_by = :by, updated_at = :now",
-            {":t": True, ":by": msg.requested_by, ":now": now, ":a": "ACTIVE"},
-            condition="attribute_exists(pk) AND list_pk = :a",
-        )
-        try:
-            self.store.transact(f"cancel {msg.sweep_id}", [update], owner=None, now=now)
-            return
-        except Conflict:
-            pass
-        if self.store.get_sweep(msg.sweep_id) is None:
-            # cancelled before its submit message was processed: a tombstone makes the submit a no-op
-            tomb = {"sweep_id": msg.sweep_id, "type": "sweep", "state": SweepState.CANCELLED.value, "list_pk": "DONE",
-                    "list_sk": f"0000#{msg.sweep_id}", "reason": f"cancelled by {msg.requested_by} before it was accepted",
-                    "total": 0, "cursor": 0, "live": {}, "submitted_at": "", "launch": "{}"}
-            try:
-                self.store.transact(f"cancel {msg.sweep_id}", [self.store.put({**sweep_key(msg.sweep_id), **tomb},
-                                    condition="attribute_not_exists(pk)")], owner=None, now=now)
-            except Conflict:
-                log.info("sweep %s appeared while cancelling; the next cancel request will catch it", msg.sweep_id)
 
     # -- observe / load -------------------------------------------------------------------
     def observe(self) -> dict[str, JobStatus]:

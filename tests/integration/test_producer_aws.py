@@ -79,7 +79,7 @@ class World:
 
     def intake(self) -> TickReport:
         report = TickReport()
-        self.dispatcher.intake(report)
+        self.dispatcher.intake.drain(report)
         return report
 
     def report_metrics(self, sweep_id: str, index: int, metrics: dict[str, float]) -> None:
