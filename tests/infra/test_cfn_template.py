@@ -22,6 +22,7 @@ LAMBDA_DEFAULTED = {
     "SWEEPQ_MAX_GRID_SIZE": "default guards expansion; producer validates the same limit",
     "SWEEPQ_JOB_TTL_S": "default (1 day) keeps finished jobs for kubectl",
     "SWEEPQ_WAKE": "default on: trainers send a wake message",
+    "SWEEPQ_TEMPLATE_RESOURCES": "kind template only: set it on the function when a team uses templates",
 }
 
 
