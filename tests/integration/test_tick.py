@@ -227,3 +227,34 @@ def test_output_pvc_is_mounted_where_the_trainer_writes(world):
     (container,) = pod["containers"]
     assert {"name": "outputs", "mountPath": "/outputs"} in container["volumeMounts"]
     assert {"name": "SWEEPQ_OUTPUT_DIR", "value": "/outputs"} in container["env"]
+
+
+def test_a_tick_that_finds_the_lease_taken_marks_it_dirty_so_the_holder_ticks_again(world):
+    w = world
+    # GIVEN dispatcher A holds the lease (mid-tick)
+    assert w.store.acquire_lease("A", now=w.clock(), seconds=60)
+    # WHEN a wake makes dispatcher B tick meanwhile
+    report = w.dispatcher(owner="B").tick()
+    # THEN B does nothing but leave a dirty mark, and A is told to go once more before releasing
+    assert report.lease == "busy" and report.launched == 0
+    assert w.store.release_lease("A") is False
+    assert w.store.release_lease("A") is True
+    assert w.store.acquire_lease("B", now=w.clock(), seconds=60)
+
+
+def test_the_holder_runs_another_round_when_marked_dirty_during_its_tick(world):
+    w = world
+    d = w.dispatcher(owner="A")
+    rounds = []
+    original = d._round
+
+    def round_and_get_woken(report):
+        rounds.append(1)
+        original(report)
+        if len(rounds) == 1:
+            submit(w.queue, grid_spec("late", 1, 1))  # arrives after this round's intake...
+            w.store.mark_dirty()                       # ...and its Lambda invocation found the lease taken
+
+    d._round = round_and_get_woken
+    report = d.tick()
+    assert len(rounds) == 2 and report.accepted == 1 and report.launched == 1
