@@ -19,6 +19,7 @@ import math
 import random
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Sequence
 
 from dispatcher.core.identity import canonical_json
@@ -35,12 +36,18 @@ class QRange(Sequence[Any]):
 
     def __init__(self, lo: float, hi: float, q: float) -> None:
         self.lo, self.hi, self.q = lo, hi, q
-        # numpy's length rule: ceil((stop - start) / step), computed in floating point.
-        self._len = max(0, int(math.ceil((hi - lo) / q)))
+        # numpy's length rule: ceil((stop - start) / step), computed in floating point — exactly
+        # (with fractions) when the float quotient overflows (max 1e300, q 1e-300): the grid-size
+        # check must see the astronomic size and refuse it, not crash on int(inf).
+        steps = (hi - lo) / q
+        if not math.isfinite(steps):
+            steps = (Fraction(hi) - Fraction(lo)) / Fraction(q)
+        self.count = max(0, math.ceil(steps))
+        self._len = self.count
         self._ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, q))
         self._digits = max(_decimals(lo), _decimals(q))
 
-    def __len__(self) -> int:
+    def __len__(self) -> int:  # len() fails above sys.maxsize: sizes are read from Dim.size
         return self._len
 
     def __getitem__(self, k: Any) -> Any:  # type: ignore[override]
@@ -75,6 +82,12 @@ class Dim:
 
     @property
     def size(self) -> int:
+        # Not len(): it raises OverflowError above sys.maxsize (int_uniform over ±1e100, a tiny
+        # q_uniform step), and such grids must reach the size check to be refused with a message.
+        if isinstance(self.values, range):
+            return max(0, self.values.stop - self.values.start)
+        if isinstance(self.values, QRange):
+            return self.values.count
         return len(self.values)
 
 

@@ -11,6 +11,7 @@ A plain W&B sweep file without a ``sweepq:`` block is valid: every field has a d
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Literal
 
@@ -33,12 +34,19 @@ def parse_duration(value: Any, *, field: str) -> int | None:
     if isinstance(value, bool):
         raise ValueError(f"{field}: {value!r} is not a duration — write seconds (3600) or '90m', '2h', '1d'")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
     else:
         match = _DURATION.match(str(value))
         if not match:
             raise ValueError(f"{field}: {value!r} is not a duration — write seconds (3600) or '90m', '2h', '1d'")
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    # inf, nan and numbers beyond float range (a JSON body carries 1e999 or 400 digits, YAML .inf)
+    # are no durations; unchecked, int(inf) below raised OverflowError out of validation.
+    if not math.isfinite(seconds):
+        raise ValueError(f"{field}: {value!r:.20} is not a duration — write seconds (3600) or '90m', '2h', '1d'")
     if seconds <= 0:
         raise ValueError(f"{field}: {value!r} must be positive — omit it for no limit")
     return int(seconds)

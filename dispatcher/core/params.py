@@ -68,7 +68,18 @@ def suggest(key: str, known: set[str] | list[str]) -> str:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an int beyond float range (JSON and YAML carry any number of digits)
+        return False
+
+
+def _brief(value: Any) -> str:
+    """``repr`` of a value for a message, shortened: a 400-digit number is not worth 400 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}…({len(text)} characters)"
 
 
 def _is_int(value: Any) -> bool:
@@ -125,14 +136,15 @@ def _check_leaf(where: str, dist: str, cfg: Mapping[str, Any], problems: list[st
         if probs is not None and isinstance(values, list):
             if not isinstance(probs, list) or len(probs) != len(values) or not all(_is_number(p) and p >= 0 for p in probs):
                 problems.append(
-                    f"{where}.probabilities: {probs!r} must be {len(values)} non-negative numbers, one per value"
+                    f"{where}.probabilities: {_brief(probs)} must be {len(values)} non-negative numbers, one per value"
                 )
             elif abs(sum(probs) - 1.0) > 1e-6:
                 problems.append(f"{where}.probabilities: sum to {sum(probs):g}, not 1 — normalise them")
     numeric = [k for k in ("min", "max", "q", "mu", "sigma", "a", "b") if k in out]
     for key in numeric:
         if not _is_number(out[key]):
-            problems.append(f"{where}.{key}: {out[key]!r} is not a number")
+            huge = isinstance(out[key], int) and not isinstance(out[key], bool)
+            problems.append(f"{where}.{key}: {_brief(out[key])} is {'too large' if huge else 'not a number'}")
     if len(problems) > start:
         return None
     if dist == INT_UNIFORM and not (_is_int(out["min"]) and _is_int(out["max"])):
