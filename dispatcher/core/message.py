@@ -36,6 +36,7 @@ SUBMIT_SCHEMA = "sweepq.submit/v1"
 WAKE_SCHEMA = "sweepq.wake/v1"
 CANCEL_SCHEMA = "sweepq.cancel/v1"
 MAX_BODY_BYTES = 256 * 1024  # SQS's classic message size limit
+MAX_DEPTH = 100  # JSON nesting of a body; a sweep file nests a few levels (20 parameter groups at most)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,30 @@ def encode_wake(*, sweep_id: str | None, event: str = "trial-finished", **extra:
     return json.dumps({"schema": WAKE_SCHEMA, "event": event, "sweep_id": sweep_id, **extra}, sort_keys=True)
 
 
+def _check_structure(data: Any) -> None:
+    """Refuse what JSON can carry but the dispatcher must never process: nesting deep enough to
+    exhaust the recursion limit of the validators and serializers (RecursionError aborted the
+    tick), and lone surrogates (``"\\ud800"`` parses into a str that cannot be encoded as UTF-8,
+    so hashing or storing it raised UnicodeEncodeError). Iterative: the check cannot recurse."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise MessageError(f"body is nested deeper than {MAX_DEPTH} levels — not a sweep; send sweeps with "
+                               "`producer submit`")
+        if isinstance(node, dict):
+            stack.extend((key, depth) for key in node)
+            stack.extend((value, depth + 1) for value in node.values())
+        elif isinstance(node, list):
+            stack.extend((value, depth + 1) for value in node)
+        elif isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise MessageError(f"body holds a lone surrogate (\\u{ord(node[exc.start]):04x} in {node[:40]!r}) — "
+                                   "not valid Unicode text; send sweeps with `producer submit`") from exc
+
+
 def decode(body: str | bytes) -> SubmitMessage | WakeMessage | CancelMessage:
     """Parse a body. Raises :class:`MessageError` (→ DLQ) when it is not a sweepq envelope."""
     if isinstance(body, bytes):
@@ -109,6 +134,7 @@ def decode(body: str | bytes) -> SubmitMessage | WakeMessage | CancelMessage:
         raise MessageError(f"body is not JSON ({exc}) — send sweeps with `producer submit`") from exc
     if not isinstance(data, dict):
         raise MessageError(f"body is JSON {type(data).__name__}, not an object — send sweeps with `producer submit`")
+    _check_structure(data)
     schema = data.get("schema")
     if schema == WAKE_SCHEMA:
         sweep_id = data.get("sweep_id")

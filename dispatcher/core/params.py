@@ -46,6 +46,10 @@ DISTRIBUTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "q_beta": ((), {"a": 1.0, "b": 1.0, "q": 1.0}),
 }
 GRIDDABLE = (CONSTANT, CATEGORICAL, INT_UNIFORM, Q_UNIFORM)
+# Nested ``parameters:`` groups deeper than this are refused: real sweeps nest two or three levels,
+# and without a bound a raw SQS body nested a few hundred levels exhausted Python's recursion limit
+# here (RecursionError escaped validation and aborted the dispatcher's tick).
+MAX_GROUP_DEPTH = 20
 PARAM_KEYS = {"value", "values", "probabilities", "min", "max", "q", "mu", "sigma", "a", "b", "distribution", "parameters"}
 
 
@@ -198,6 +202,9 @@ def parse_parameters(raw: Any, *, where: str = "parameters", prefix: tuple[str, 
             extra = [k for k in cfg if k != "parameters"]
             if extra:
                 problems.append(f"{here}: a nested group has only `parameters:`, remove {', '.join(map(str, extra))}")
+                continue
+            if len(prefix) + 1 >= MAX_GROUP_DEPTH:
+                problems.append(f"{here}: parameter groups nested deeper than {MAX_GROUP_DEPTH} levels — flatten them")
                 continue
             sub, sub_problems = parse_parameters(cfg["parameters"], where=f"{here}.parameters", prefix=prefix + (name,))
             params.extend(sub)
