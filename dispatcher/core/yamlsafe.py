@@ -103,7 +103,20 @@ def load_yaml(
         decoded = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(f"byte {exc.start}: not valid UTF-8 — save the file as UTF-8", source=source) from exc
-    loader = _limited_loader(max_aliases, max_nodes)(decoded)
+    try:
+        # The reader checks every character when the loader is built: inside the try, so a NUL or
+        # another control character is a SpecError with its position (it used to escape as an
+        # unexpected yaml.reader.ReaderError: "error: unexpected ReaderError" in the producer).
+        loader = _limited_loader(max_aliases, max_nodes)(decoded)
+    except yaml.reader.ReaderError as exc:
+        line = decoded.count("\n", 0, exc.position) + 1
+        column = exc.position - (decoded.rfind("\n", 0, exc.position) + 1) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+        raise SpecError(
+            f"line {line}, column {column}: character #x{code:04X} is not allowed in YAML — remove it "
+            "(or write it as an escape such as \"\\x00\" inside double quotes)",
+            source=source,
+        ) from exc
     try:
         if not loader.check_node():
             raise SpecError("the file is empty — start from examples/sweep.yaml", source=source)
