@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -86,11 +86,20 @@ _EXAMPLES = {"run_cap": "run_cap: 50", "gpus_per_node": "gpus_per_node: 0 for CP
 
 
 def _known_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> set[str]:
+    """Field names of the model that holds ``loc``'s last key, walking into nested models
+    (``metric`` → Metric, ``resources`` → Resources): without that, an unknown nested key got
+    itself as the suggestion ("metric.goals: unknown key — did you mean 'goals'?")."""
     if model is LaunchSettings and len(loc) == 1:
         return set(LaunchSettings.model_fields) | {"nodes"}
-    if len(loc) == 1:
-        return set(model.model_fields)
-    return set()
+    current: Any = model
+    for part in loc[:-1]:
+        info = current.model_fields.get(str(part))
+        annotation = info.annotation if info is not None else None
+        nested = [t for t in (annotation, *get_args(annotation)) if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not nested:
+            return set()
+        current = nested[0]
+    return set(current.model_fields)
 
 
 def _one_problem(err: Any, prefix: str, model: type[BaseModel]) -> str:
