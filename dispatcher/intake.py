@@ -14,16 +14,14 @@ import json
 import logging
 from typing import Any, Callable, Mapping
 
-from pydantic import ValidationError
-
 from dispatcher.adapters.queue import Queue, Received
 from dispatcher.adapters.store import Store, sweep_key
 from dispatcher.core.errors import Conflict, MessageError, PermanentError, SpecError, SweepqError, TransientError
 from dispatcher.core.jobs import Backend
-from dispatcher.core.launch import LaunchSettings
+from dispatcher.core.launch import redact_secret_env
 from dispatcher.core.message import CancelMessage, SubmitMessage, WakeMessage, decode
 from dispatcher.core.records import SweepState
-from dispatcher.core.spec import validate_sweep
+from dispatcher.core.spec import validate_launch, validate_sweep
 from dispatcher.report import TickReport
 from dispatcher.settings import Settings
 from dispatcher.trials import launch_request
@@ -104,7 +102,7 @@ class Intake:
         meta = self._meta(msg, now)
         try:
             sweep = validate_sweep(msg.spec, source=msg.sweep_id, max_grid_size=self.settings.max_grid_size)
-            launch = LaunchSettings.model_validate(msg.launch)
+            launch = validate_launch(msg.launch)  # SpecError naming the fields, never echoing values
             kind = launch.kind or self.settings.backend
             if kind not in self.backends:
                 raise SpecError(
@@ -119,9 +117,6 @@ class Intake:
             )
         except (SpecError, PermanentError) as exc:
             self._reject(msg, meta, str(exc), report, now)
-            return
-        except ValidationError as exc:
-            self._reject(msg, meta, f"launch settings: {exc}", report, now)
             return
         meta.update(
             state=SweepState.ACTIVE.value,
@@ -147,9 +142,10 @@ class Intake:
             report.duplicates += 1
 
     def _reject(self, msg: SubmitMessage, meta: dict[str, Any], reason: str, report: TickReport, now: float) -> None:
+        # A refused secret (env.WANDB_API_KEY in the body) is not copied into the table.
         meta.update(state=SweepState.REJECTED.value, list_pk="DONE", reason=reason[:4000], total=0, cursor=0, live={},
-                    launch=json.dumps(msg.launch, default=str)[:20000])
-        if self.store.put_sweep(meta, msg.spec, owner=None, now=now):
+                    launch=json.dumps(redact_secret_env(msg.launch), default=str)[:20000])
+        if self.store.put_sweep(meta, redact_secret_env(msg.spec), owner=None, now=now):
             report.rejected += 1
             log.warning(json.dumps({"event": "rejected", "sweep_id": msg.sweep_id, "reason": reason}))
         else:

@@ -25,6 +25,7 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Secrets never travel through SQS or DynamoDB: they reach the pod through a secretKeyRef.
 SECRET_ENV = re.compile(r"(^|_)(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIALS?)(_|$)", re.IGNORECASE)
+REDACTED = "<redacted>"
 
 
 def parse_duration(value: Any, *, field: str) -> int | None:
@@ -163,6 +164,24 @@ class LaunchSettings(BaseModel):
     def gpus_per_trial(self) -> int:
         """GPUs one trial holds at most (counted against ``SWEEPQ_MAX_GPUS``)."""
         return self.gpus_per_node * self.max_nodes
+
+
+def redact_secret_env(value: Any) -> Any:
+    """``value`` with the values of secret-looking variables (:data:`SECRET_ENV`) of every ``env``
+    mapping replaced by ``<redacted>``, at any depth. What a REJECTED sweep stores of a body that
+    carried a secret the validator refused: the name stays (the reason names it), the value is
+    not copied from the queue into DynamoDB, where every researcher can read it."""
+    if isinstance(value, list):
+        return [redact_secret_env(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, item in value.items():
+        if key == "env" and isinstance(item, dict):
+            out[key] = {name: REDACTED if isinstance(name, str) and SECRET_ENV.search(name) else v for name, v in item.items()}
+        else:
+            out[key] = redact_secret_env(item)
+    return out
 
 
 def merge_launch(*layers: dict[str, Any] | None) -> LaunchSettings:

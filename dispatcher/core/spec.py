@@ -265,6 +265,16 @@ def resolve_launch(sweep: Sweep, *, defaults: dict[str, Any] | None = None, over
         raise SpecError(_pydantic_problems(exc, prefix=f"{EXTENSION_KEY}.", model=LaunchSettings)) from exc
 
 
+def validate_launch(raw: Any, *, prefix: str = "launch.") -> LaunchSettings:
+    """The resolved launch settings of a submit body. Raises :class:`SpecError` naming each field
+    like the file's ``sweepq:`` block does — not pydantic's own text, which repeats the input: a
+    refused ``env.WANDB_API_KEY`` value ended up in the REJECTED sweep's reason and in the logs."""
+    try:
+        return LaunchSettings.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_pydantic_problems(exc, prefix=prefix, model=LaunchSettings)) from exc
+
+
 def json_schema() -> dict[str, Any]:
     """JSON schema of a sweep file (W&B keys + the ``sweepq:`` block)."""
     schema = SweepSpec.model_json_schema()
