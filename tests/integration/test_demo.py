@@ -43,3 +43,50 @@ def test_demo_runs_a_sweep_to_completion_and_reports_the_best_trial(tmp_path):
         assert (Path(result["outputs"]) / t["trial_id"] / "result.json").is_file()
     assert any(Path(result["logs"]).glob("*/log.txt"))
     assert Path(result["plot"]).stat().st_size > 10_000
+
+
+def test_ctrl_c_stops_the_trials_saves_the_state_and_the_rerun_resumes(tmp_path):
+    import os
+    import signal
+    import time
+
+    spec = yaml.safe_load(Path("examples/sweep.yaml").read_text())
+    spec["parameters"] = {"learning_rate": {"values": [0.002, 0.001]}, "epochs": {"value": 1},
+                          "synthetic_samples": {"value": 300}, "model": {"value": "tiny"}, "data": {"value": "synthetic"}}
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump(spec))
+    state = tmp_path / "state"
+    cmd = [sys.executable, "-m", "dispatcher.cli", "demo", str(sweep_file), "--state-dir", str(state), "--no-live",
+           "--interval", "1", "--output", "json"]
+    # GIVEN a demo whose two trials are running
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(list((state / "jobs").glob("*/pid"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert len(list((state / "jobs").glob("*/pid"))) == 2, "the trials never started"
+    # WHEN the researcher presses Ctrl-C
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=120)
+    # THEN it exits 130 with the state saved and no trial process left
+    assert first.returncode == 130, err[-2000:]
+    assert (state / "table.json").is_file()
+    for exit_file in (state / "jobs").glob("*/exit_code"):
+        assert "cancelled" in exit_file.read_text()
+    leftovers = [p for p in Path("/proc").glob("[0-9]*") if _has_env(p, str(state))]
+    assert leftovers == []
+    # AND the same command resumes and finishes the sweep (the interrupted trials run attempt 2)
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=540)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming sweep" in second.stderr
+    result = json.loads(second.stdout.strip().splitlines()[-1])
+    assert (result["state"], result["succeeded"]) == ("COMPLETED", 2)
+    assert sorted(t["attempt"] for t in result["trials"]) == [2, 2]
+    assert not (state / "table.json").exists()
+    assert os.path.isfile(result["plot"])
+
+
+def _has_env(proc: Path, needle: str) -> bool:
+    try:
+        return needle.encode() in (proc / "environ").read_bytes()
+    except OSError:
+        return False
