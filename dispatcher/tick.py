@@ -101,8 +101,8 @@ class Dispatcher:
             log.warning("observe failed, launching nothing this tick: %s", exc)
             return
         records = self.load_active(report)
-        records = self.reconcile(records, jobs, report)
-        self.launch(records, jobs, report)
+        records, held = self.reconcile(records, jobs, report)
+        self.launch(records, jobs, report, held=held)
         report.active_sweeps = len(records)
         report.running = sum(r.holding for r in records)
 
@@ -123,37 +123,48 @@ class Dispatcher:
         return records
 
     # -- reconcile ------------------------------------------------------------------------
-    def reconcile(self, records: list[SweepRecord], jobs: Mapping[str, JobStatus], report: TickReport) -> list[SweepRecord]:
-        """Apply each sweep's outcome; returns the records still active, as they now are."""
-        still_active = []
+    def reconcile(self, records: list[SweepRecord], jobs: Mapping[str, JobStatus],
+                  report: TickReport) -> tuple[list[SweepRecord], set[str]]:
+        """Apply each sweep's outcome. Returns the records still active, as they now are, and the
+        ids of those *held* this tick — a write was refused or a job could not be cancelled, so
+        our view is stale or a job we gave up on still runs. A held sweep launches nothing this
+        tick, but its live trials still count against the caps: dropping it let other sweeps
+        take its slots, and the next tick (re)created its claimed trials on top of them."""
+        still_active: list[SweepRecord] = []
+        held: set[str] = set()
         now = self.clock()
         for record in records:
             outcome = reconcile_sweep(record, jobs, now=now)
-            cancels_ok = True
+            uncancelled: set[str] = set()
             for cancel in outcome.cancels:
                 try:
                     self.backends[cancel.kind].cancel(cancel.name) if cancel.kind in self.backends else None
                     log.info(json.dumps({"event": "cancel-job", "job": cancel.name, "reason": cancel.reason}))
                 except SweepqError as exc:
-                    cancels_ok = False
+                    uncancelled.add(cancel.name)
                     report.errors.append(f"cancel {cancel.name}: {exc}")
-            current = record
+            current, stale = record, False
             try:
                 for tr in outcome.transitions:
+                    live = record.live.get(tr.index)
+                    if live is not None and live.job_name in uncancelled:
+                        continue  # its job still runs: the trial keeps its slot until a cancel succeeds
                     current = self.write_transition(current, tr, now, report)
                 for relaunch in outcome.relaunches:
                     current = self.relaunch(current, relaunch, report)
-                if outcome.end and cancels_ok:
+                if outcome.end and not uncancelled:
                     self.end_sweep(current, *outcome.end, now=now)
                     continue
             except Conflict as exc:
                 report.errors.append(f"sweep {record.sweep_id}: {exc} — re-planned next tick")
-                continue  # our view of this sweep is stale (or we lost the lease): launch nothing for it
+                stale = True  # our view of this sweep is stale (or we lost the lease)
             except TransientError as exc:
                 report.errors.append(f"sweep {record.sweep_id}: {exc}")
-                continue
+                stale = True
+            if stale or uncancelled:
+                held.add(record.sweep_id)
             still_active.append(current)
-        return still_active
+        return still_active, held
 
     def write_transition(self, record: SweepRecord, tr: Transition, now: float, report: TickReport) -> SweepRecord:
         names = {"#i": str(tr.index), "#live": "live", "#s": "state"}
@@ -302,7 +313,10 @@ class Dispatcher:
             cursor=record.cursor if launch.retry else launch.index + 1,
         )
 
-    def launch(self, records: list[SweepRecord], jobs: Mapping[str, JobStatus], report: TickReport) -> None:
+    def launch(self, records: list[SweepRecord], jobs: Mapping[str, JobStatus], report: TickReport, *,
+               held: set[str] | frozenset[str] = frozenset()) -> None:
+        """Claim, then create, what the planner gives the free slots. Every record counts for the
+        caps; ``held`` sweeps (see :meth:`reconcile`) get no launch this tick."""
         s = self.settings
         holding_live = {t.job_name for r in records for t in r.live.values() if t.state.holds_slot}
         busy = [j for j in jobs.values() if not j.phase.terminal]
@@ -315,7 +329,8 @@ class Dispatcher:
         capacity = free_capacity(max_running=s.max_running, max_gpus=s.max_gpus, used_jobs=used_jobs, used_gpus=used_gpus)
         report.capacity = capacity.jobs
         stale: set[str] = set()
-        for item in plan(sweeps=records, capacity=capacity, limit=s.max_launches_per_tick):
+        launchable = [r for r in records if r.sweep_id not in held]
+        for item in plan(sweeps=launchable, capacity=capacity, limit=s.max_launches_per_tick):
             if item.sweep_id in stale:
                 continue
             try:
