@@ -67,13 +67,13 @@ def advance_cluster(kube: Any, rng: random.Random, *, fail_p: float = 0.15, lose
 
 
 def delete_job(kube: Any, name: str, *, kind: str = KIND, namespace: str = "sweepq") -> None:
-    """A job vanishes behind the dispatcher's back (node loss, an admin's kubectl delete)."""
-    from kubernetes.client import CustomObjectsApi
+    """A job vanishes behind the dispatcher's back (node loss, an admin's kubectl delete) — straight
+    in the emulator's store, so it never consumes a fault injected for the dispatcher's requests."""
+    async def _delete() -> None:
+        async with kube.handler._lock:
+            kube._find(kind, name, namespace)[1].delete()
 
-    from kube_emulator import resolve
-
-    group, version, plural = resolve(kind)
-    CustomObjectsApi(kube.api_client).delete_namespaced_custom_object(group, version, namespace, plural, name)
+    kube._run(_delete())
 
 
 def random_sweep(rng: random.Random, n: int) -> tuple[dict[str, Any], dict[str, Any], int]:
