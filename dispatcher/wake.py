@@ -23,6 +23,8 @@ import threading
 import time
 from typing import Any, Callable
 
+from dispatcher.core.errors import SweepqError
+
 log = logging.getLogger(__name__)
 
 
@@ -115,12 +117,19 @@ def run_loop(dispatcher: Any, *, interval: float, stop: threading.Event, until_i
     ``stop`` is set or, with ``until_idle``, no sweep is active. Returns the number of ticks."""
     ticks = 0
     while not stop.is_set():
-        report = dispatcher.tick()
-        ticks += 1
-        if on_tick is not None:
-            on_tick(report)
-        if until_idle and report.lease == "held" and report.active_sweeps == 0 and not report.errors:
-            return ticks
+        try:
+            report = dispatcher.tick()
+        except SweepqError as exc:
+            # A tick whose lease call failed (AWS throttling past the SDK's retries, an outage) used
+            # to end `dispatcher run` here. Nothing is lost by going on: every step is safe to
+            # re-run, and the lease we may still hold is ours to re-acquire (or expires).
+            log.warning("tick failed: %s — ticking again within %.0f s", exc, interval)
+        else:
+            ticks += 1
+            if on_tick is not None:
+                on_tick(report)
+            if until_idle and report.lease == "held" and report.active_sweeps == 0 and not report.errors:
+                return ticks
         if waker is None:
             stop.wait(interval)
         else:

@@ -6,6 +6,7 @@ the invariants with the ledger at every job create.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ from dispatcher.backends import make_backend
 from dispatcher.core.jobs import JobPhase
 from dispatcher.settings import Settings
 from dispatcher.tick import Dispatcher
+from dispatcher.wake import run_loop
 from helpers import Clock, bootstrap, grid_spec, submit
 
 KIND = "pytorchjob"
@@ -108,3 +110,32 @@ def test_a_sweep_whose_reconcile_failed_keeps_its_slots_for_the_cap(atomic_aws, 
         if not store.active_sweeps():
             break
     ledger.assert_ok(ledger.check_final(store))
+
+
+def test_the_run_loop_outlives_a_tick_that_aws_fails(atomic_aws, kube) -> None:
+    # GIVEN `dispatcher run`'s loop, and AWS failing the lease call of its first tick (a throttle
+    # that outlasted the SDK's own retries)
+    settings = Settings.load({}, backend=KIND, max_running=2, namespace="sweepq")
+    store, queue = bootstrap(atomic_aws, settings, visibility_timeout=0)
+    sweep_id = submit(queue, grid_spec("loop", 1, 1))
+    flaky = boto3.session.Session(region_name="us-east-1")
+    armed = [True]
+
+    def throttle_once(**_: Any) -> None:
+        if armed[0]:
+            armed[0] = False
+            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "injected"},
+                               "ResponseMetadata": {"HTTPStatusCode": 400}}, "PutItem")
+
+    flaky.events.register("before-call.dynamodb.PutItem", throttle_once)
+    d = _dispatcher(flaky, kube, queue, Clock(start=time.time()), max_running=2)
+    stop, reports = threading.Event(), []
+
+    def on_tick(report: Any) -> None:
+        reports.append(report)
+        stop.set()
+
+    # WHEN the loop runs; THEN the failed tick is logged and the next one goes on
+    ticks = run_loop(d, interval=0.01, stop=stop, on_tick=on_tick)
+    assert not armed[0] and ticks >= 1 and reports and reports[-1].accepted == 1
+    assert store.get_sweep(sweep_id)["state"] == "ACTIVE"
