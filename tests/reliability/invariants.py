@@ -77,6 +77,7 @@ class Figures:
     create_checks: int = 0
     dead_letters: int = 0
     rejected: int = 0
+    valid_dead_lettered: int = 0
     violations: list[str] = field(default_factory=list)
 
     def line(self) -> str:
@@ -195,6 +196,12 @@ class Ledger:
                 figures.dead_letters += 1
                 if exp.body not in dlq:
                     self._violate(f"body {exp.key[:60]!r} did not reach the DLQ")
+                continue
+            if store.get_sweep(exp.key) is None and any(exp.key in body for body in dlq):
+                # SQS redrove a valid sweep after maxReceiveCount failed receives: not silent (the DLQ
+                # alarm fires and the body can be redriven), but not what should happen here either
+                figures.valid_dead_lettered += 1
+                self._violate(f"sweep {exp.key} was dead-lettered by SQS before it could be stored")
                 continue
             figures.lost += self._check_sweep(store, exp, by_trial)
             if exp.outcome == "REJECTED":
