@@ -135,7 +135,8 @@ def _size(n: int | None) -> str | None:
 
 def table(rows: list[dict[str, Any]]) -> str:
     headers = ["grid points", "k launched", "sweepq warm (µs / 10 trials)", "sweepq cold (ms)",
-               "sweeps call (ms)", "sweeps: building the k runs (ms)", "sweeps / sweepq cold", "sweeps / sweepq warm", "sweepq peak memory",
+               "sweeps call (ms)", "sweeps: building the k runs (ms)", "sweeps / sweepq cold", "sweeps / sweepq warm",
+               "sweepq peak memory",
                "sweeps peak memory incl. k runs", "same trials"]
     out = []
     for r in rows:
@@ -155,7 +156,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="grids of 10^3 and 10^4 only")
     parser.add_argument("--sizes", default="", help=f"comma-separated grid sizes from {sorted(SHAPES)}")
-    parser.add_argument("--repeats", type=int, default=50, help="sweepq calls per figure (×20 warm, ×5 cold); best of them is shown")
+    parser.add_argument("--repeats", type=int, default=50,
+                        help="sweepq calls per figure (×20 warm, ×5 cold); the best of them is shown")
     parser.add_argument("--wandb-max-k", type=int, default=600_000,
                         help="skip the sweeps side when more runs than this are launched (default 600000)")
     parser.add_argument("--json", help="also write the rows to this file")

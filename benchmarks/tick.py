@@ -16,7 +16,7 @@ once more to record that, and optionally puts ``KEPT`` finished jobs on the clus
   replaced by a new launch.
 
 The wall time includes moto's and the emulator's own request handling, which run as threads of
-this process (no network latency; a real DynamoDB call costs ~5–10 ms and runs elsewhere).
+this process (no network in between, but their CPU time is spent on these 2 cores).
 
     python benchmarks/tick.py            # about 2–3 minutes on 2 cores
     python benchmarks/tick.py --quick    # small scenarios only (~20 s)
@@ -327,7 +327,8 @@ def checks(results: list[Measured]) -> list[str]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help=f"scenarios {QUICK_SCENARIOS}")
-    parser.add_argument("--scenarios", default="", help=f"SWEEPSxJOBS[:TRIALS][+KEPT],... (default {DEFAULT_SCENARIOS})")
+    parser.add_argument("--scenarios", default="",
+                        help=f"SWEEPSxJOBS[:TRIALS][+KEPT],... (default {DEFAULT_SCENARIOS})")
     parser.add_argument("--moto-as-is", action="store_true",
                         help="keep moto's whole-table copy per transaction (O(table) per call; see _common.py)")
     parser.add_argument("--json", help="also write the results to this file")
@@ -337,7 +338,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    scenarios = [Scenario.parse(s) for s in (args.scenarios or (QUICK_SCENARIOS if args.quick else DEFAULT_SCENARIOS)).split(",")]
+    chosen = args.scenarios or (QUICK_SCENARIOS if args.quick else DEFAULT_SCENARIOS)
+    scenarios = [Scenario.parse(s) for s in chosen.split(",")]
     logging.getLogger("dispatcher").setLevel(logging.WARNING)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto server's request log
     started = time.perf_counter()

@@ -313,7 +313,8 @@ def table(rows: list[dict[str, Any]], trials: int) -> str:
                     f"{r['utilization'] * 100:.1f}%", round(r["idle_usable_slot_h"], 2), round(r["makespan_h"], 2),
                     f"{r['makespan_h'] / base['makespan_h']:.3f}×", f"{r['utilization'] / base['utilization']:.3f}×",
                     ", ".join(f"{name} {h:.2f}" for name, h in r["sweep_done_h"].items()),
-                    f"{r['jobs']} ({r['jobs'] - trials})", r["aws_calls"] or None, round(r["wall_s"], 1) if r["wall_s"] else None])
+                    f"{r['jobs']} ({r['jobs'] - trials})", r["aws_calls"] or None,
+                    round(r["wall_s"], 1) if r["wall_s"] else None])
     return markdown_table(headers, out)
 
 
