@@ -268,7 +268,7 @@ def test_raw_bodies_end_rejected_or_in_the_dlq_while_the_good_sweeps_in_the_batc
     rng.shuffle(cases)
     ids: dict[str, tuple[str, str | None]] = {}
     for n, (name, body, at, message) in enumerate(cases):
-        if n % 12 == 0:
+        if n % 20 == 0:
             good = submit(queue, grid_spec(f"good{n}", 1, 2))
             ledger.expect(good, "COMPLETED", total=2)
         ids[queue.send(body)] = (name, message if at == "dlq" else None)

@@ -58,7 +58,7 @@ def _queued(queue: Queue) -> int:
     return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
 
-@pytest.mark.parametrize("n", [2, 4, 8])
+@pytest.mark.parametrize("n", [pytest.param(2, marks=pytest.mark.soak), pytest.param(4, marks=pytest.mark.soak), 8])
 def test_threads_ticking_at_once_never_duplicate_or_exceed_a_cap(atomic_aws, kube, ledger, n: int) -> None:
     # GIVEN n dispatchers in threads, each with its own clients and owner, on the real clock
     settings = Settings.load({}, backend=KIND, max_running=CAP, namespace="sweepq", lease_seconds=60)
@@ -105,8 +105,8 @@ def test_threads_ticking_at_once_never_duplicate_or_exceed_a_cap(atomic_aws, kub
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("n", [pytest.param(2), pytest.param(4, marks=pytest.mark.soak),
-                               pytest.param(8, marks=pytest.mark.soak)])
+@pytest.mark.soak
+@pytest.mark.parametrize("n", [2, 4, 8])
 def test_processes_ticking_at_once_never_duplicate_or_exceed_a_cap(serial_moto_server, kube, ledger, tmp_path: Path,
                                                                     n: int) -> None:
     # GIVEN n `dispatcher run` processes (a tick every 0.2 s) on moto's server and the emulator

@@ -160,7 +160,7 @@ def test_planted_secrets_reach_no_body_item_log_or_manifest(atomic_aws, kube, le
     assert "<redacted>" in table_dump(dynamodb, settings.table)
 
 
-@pytest.mark.slow
+@pytest.mark.soak
 def test_planted_secrets_in_real_processes_with_debug_logs(serial_moto_server, kube, ledger, tmp_path: Path) -> None:
     # GIVEN a producer and dispatcher processes whose environment holds the secrets, logging at debug
     secrets = planted()
@@ -277,50 +277,44 @@ def _life(session: Any, kube: Any, settings: Settings, queue: Any, store: Any, k
     stop.set()
 
 
-def test_the_iam_role_grants_exactly_what_a_sweep_life_calls(atomic_aws, kube) -> None:
-    # GIVEN a dispatcher session whose every AWS call is recorded (queue found by name, like the CronJob)
+def test_iam_and_rbac_grant_exactly_what_a_whole_sweep_life_calls(atomic_aws, kube) -> None:
+    # GIVEN dispatchers whose every AWS call is recorded (queue found by name, like the CronJob),
+    # every Kubernetes kind enabled, the emulator counting verbs
     recorder = Recorder()
     dispatcher_session = boto3.session.Session(region_name="us-east-1")
     dispatcher_session.events.register("before-parameter-build", recorder)
-    settings = Settings.load({}, backend=KIND, kinds="pytorchjob,job", max_running=4, namespace="sweepq")
+    kinds = ("pytorchjob", "elasticjob", "trainjob", "job")
+    settings = Settings.load({}, backend=KIND, kinds=",".join(kinds), max_running=8, namespace="sweepq")
     store, queue = bootstrap(atomic_aws, settings)
-    # WHEN a whole life runs, and the Lambda wiring reaches an EKS cluster by name
-    _life(dispatcher_session, kube, settings, queue, store, ("pytorchjob", "job"))
+    kube.reset_counts()
+    # WHEN a whole life runs on every kind, and the Lambda wiring reaches an EKS cluster by name
+    _life(dispatcher_session, kube, settings, queue, store, kinds)
     role = atomic_aws.client("iam").create_role(RoleName="eks", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
     atomic_aws.client("eks").create_cluster(name="gpu-cluster", roleArn=role,
                                             resourcesVpcConfig={"subnetIds": ["subnet-1"]})
     build_api_client(Settings.load({}, cluster_name="gpu-cluster"), dispatcher_session)
-    # THEN the dispatcher called only what its role grants, and the role grants nothing it never calls
+    # THEN IAM: the dispatcher called only what its role grants, and the role grants nothing it never calls
     called = set(recorder.actions) - infra_expected.NO_PERMISSION_ACTIONS  # the presigned EKS token
     granted = set(infra_expected.DISPATCHER_IAM_ACTIONS)
     assert called - granted == set(), f"called but not granted: {sorted(called - granted)}"
     never_called = granted - called
     assert never_called == {"logs:CreateLogStream", "logs:PutLogEvents"}, sorted(never_called)  # the Lambda runtime's
-    assert "dynamodb:Scan" not in recorder.actions
-    print(f"\nIAM: {sum(recorder.actions.values())} calls, actions {dict(sorted(recorder.actions.items()))}")
-
-
-def test_the_rbac_role_grants_what_every_kind_calls_plus_get_for_kubectl(atomic_aws, kube) -> None:
-    # GIVEN every Kubernetes kind enabled; WHEN a whole life runs on each
-    kinds = ("pytorchjob", "elasticjob", "trainjob", "job")
-    settings = Settings.load({}, backend=KIND, kinds=",".join(kinds), max_running=8, namespace="sweepq")
-    store, queue = bootstrap(atomic_aws, settings)
-    kube.reset_counts()
-    _life(atomic_aws, kube, settings, queue, store, kinds)
-    # THEN each (group, resource) got only granted verbs, and every granted verb but `get` was used
-    called: dict[tuple[str, str], set[str]] = {}
+    assert "dynamodb:Scan" not in recorder.actions and "sqs:SendMessage" not in recorder.actions
+    # AND RBAC: each (group, resource) got only granted verbs, and every granted verb but `get` was used
+    verbs: dict[tuple[str, str], set[str]] = {}
     plural_group = {plural: group for group, _, plural in KINDS.values()}
     for (verb, plural), count in kube.requests.items():
         if count:
-            called.setdefault((plural_group[plural], plural), set()).add(verb)
+            verbs.setdefault((plural_group[plural], plural), set()).add(verb)
     rules = infra_expected.DISPATCHER_RBAC_RULES
-    for key, verbs in called.items():
-        assert key in rules and verbs <= rules[key], f"{key}: called {sorted(verbs)}, granted {sorted(rules.get(key, ()))}"
+    for key, used in verbs.items():
+        assert key in rules and used <= rules[key], f"{key}: called {sorted(used)}, granted {sorted(rules.get(key, ()))}"
     # rbac.yaml keeps `get` on purpose ("keep kubectl get/describe --as usable for debugging"); the
     # pods `watch` is granted but nothing watches pods (the ElasticJob wake source watches the
     # jobs): an exact list, so a change either way is reviewed here
-    unused = {key: sorted(rules[key] - called.get(key, set())) for key in rules}
+    unused = {key: sorted(rules[key] - verbs.get(key, set())) for key in rules}
     expected = {key: ["get"] for key in rules}
     expected[("", "pods")] = ["get", "watch"]
     assert unused == expected, unused
-    print(f"\nRBAC: verbs used {dict(sorted((f'{g}/{p}', sorted(v)) for (g, p), v in called.items()))}")
+    print(f"\nIAM: {sum(recorder.actions.values())} calls, actions {dict(sorted(recorder.actions.items()))}")
+    print(f"RBAC: verbs used {dict(sorted((f'{g}/{p}', sorted(v)) for (g, p), v in verbs.items()))}")
