@@ -59,7 +59,9 @@ class Settings:
     local_slots: int = 2
     etcd_endpoint: str = "etcd-service:2379"
     trainjob_runtime: str = "torch-distributed"
-    job_ttl_s: int = 86400  # finished jobs are garbage-collected by Kubernetes after this (0: never)
+    # finished jobs are garbage-collected by Kubernetes after this (0: never). Every tick lists the
+    # finished ones too, so keep it short: an hour leaves ample time for the tick to record them.
+    job_ttl_s: int = 3600
     template_resources: tuple[str, ...] = ()  # kind template: "group/version/plural" the tick lists
     wake: bool = True  # trainers send a wake message when they finish
 

@@ -133,8 +133,11 @@ class Dispatcher:
         still_active: list[SweepRecord] = []
         held: set[str] = set()
         now = self.clock()
+        by_sweep: dict[str, dict[str, JobStatus]] = {}
+        for job in jobs.values():  # once per tick: each sweep sees only its own jobs (O(jobs), not O(sweeps × jobs))
+            by_sweep.setdefault(job.sweep_id, {})[job.name] = job
         for record in records:
-            outcome = reconcile_sweep(record, jobs, now=now)
+            outcome = reconcile_sweep(record, by_sweep.get(record.sweep_id, {}), now=now)
             uncancelled: set[str] = set()
             for cancel in outcome.cancels:
                 try:

@@ -20,7 +20,7 @@ LAMBDA_DEFAULTED = {
     "SWEEPQ_LOCAL_SLOTS": "local backend only",
     "SWEEPQ_MAX_LAUNCHES_PER_TICK": "default (200) fits a 50 s tick",
     "SWEEPQ_MAX_GRID_SIZE": "default guards expansion; producer validates the same limit",
-    "SWEEPQ_JOB_TTL_S": "default (1 day) keeps finished jobs for kubectl",
+    "SWEEPQ_JOB_TTL_S": "default (1 hour): finished jobs are listed by every tick, then garbage-collected",
     "SWEEPQ_WAKE": "default on: trainers send a wake message",
     "SWEEPQ_TEMPLATE_RESOURCES": "kind template only: set it on the function when a team uses templates",
 }

@@ -81,3 +81,17 @@ def test_free_capacity(max_running, max_gpus, used_jobs, used_gpus, expected):
 
 def test_per_tick_limit():
     assert len(plan(sweeps=[sweep("a", total=100)], capacity=Capacity(jobs=None, gpus=None), limit=7)) == 7
+
+
+def test_a_slot_freed_under_top_up_goes_to_the_least_loaded_sweep_not_the_first():
+    # GIVEN alpha (oldest) runs 6 trials, beta 5, gamma 5, and one slot just freed
+    def running(n):
+        return {i: LiveTrial(i, 1, TrialState.RUNNING, f"j{i}") for i in range(n)}
+
+    alpha = sweep("alpha", total=100, cursor=6, live=running(6), submitted="2026-01-01T00:00:00Z")
+    beta = sweep("beta", total=100, cursor=5, live=running(5), submitted="2026-01-02T00:00:00Z")
+    gamma = sweep("gamma", total=100, cursor=4, live=running(4), submitted="2026-01-03T00:00:00Z")
+    # THEN it goes to gamma, the sweep running the fewest trials
+    assert [l.sweep_id for l in plan(sweeps=[alpha, beta, gamma], capacity=Capacity(jobs=1, gpus=None))] == ["gamma"]
+    out = plan(sweeps=[alpha, beta, gamma], capacity=Capacity(jobs=3, gpus=None))
+    assert [l.sweep_id for l in out] == ["gamma", "beta", "gamma"]
