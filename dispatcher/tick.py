@@ -137,7 +137,15 @@ class Dispatcher:
         for job in jobs.values():  # once per tick: each sweep sees only its own jobs (O(jobs), not O(sweeps × jobs))
             by_sweep.setdefault(job.sweep_id, {})[job.name] = job
         for record in records:
-            outcome = reconcile_sweep(record, by_sweep.get(record.sweep_id, {}), now=now)
+            sweep_jobs = by_sweep.get(record.sweep_id, {})
+            try:
+                record = self._note_created(record, sweep_jobs, now, report)
+            except (Conflict, TransientError) as exc:
+                report.errors.append(f"sweep {record.sweep_id}: {exc} — re-planned next tick")
+                held.add(record.sweep_id)
+                still_active.append(record)
+                continue
+            outcome = reconcile_sweep(record, sweep_jobs, now=now)
             uncancelled: set[str] = set()
             for cancel in outcome.cancels:
                 try:
@@ -168,6 +176,20 @@ class Dispatcher:
                 held.add(record.sweep_id)
             still_active.append(current)
         return still_active, held
+
+    def _note_created(self, record: SweepRecord, jobs: Mapping[str, JobStatus], now: float,
+                      report: TickReport) -> SweepRecord:
+        """Record LAUNCHED for PENDING trials whose job is on the cluster (their LAUNCHED write was
+        lost to a crash or a failed call), before anything else is decided for the sweep. PENDING
+        means "the job may not exist yet: create it", so a job must never be cancelled while its
+        trial still says PENDING: the cancel (over max_runtime, say) succeeded, the write of the
+        attempt's end failed, and the next tick created the same attempt's job a second time."""
+        for t in sorted(record.live.values(), key=lambda t: t.index):
+            if t.state is TrialState.PENDING and t.job_name in jobs:
+                launched = dataclasses.replace(t, state=TrialState.LAUNCHED)
+                record = self.write_transition(
+                    record, Transition(record.sweep_id, t.index, t.attempt, launched, TrialState.LAUNCHED), now, report)
+        return record
 
     def write_transition(self, record: SweepRecord, tr: Transition, now: float, report: TickReport) -> SweepRecord:
         names = {"#i": str(tr.index), "#live": "live", "#s": "state"}
