@@ -94,6 +94,7 @@ class Ledger:
         self.kube = kube
         self.cap = cap
         self.creates: list[Create] = []
+        self.api_deletes: set[str] = set()  # job names some client deleted through the API
         self.expected: dict[str, Expected] = {}
         self.violations: list[str] = []
         self.create_checks = 0
@@ -120,7 +121,17 @@ class Ledger:
                 ledger._check_caps(live, where=f"create of {(body.get('metadata') or {}).get('name')}")
             return response
 
+        original_modify = SweepqKubeEmulator._modify
+
+        async def _modify(handler: Any, request: Any, verb: str) -> Any:
+            response = await original_modify(handler, request, verb)
+            if verb == "delete" and response.status == 200 and request.resource.plural in JOB_PLURALS:
+                with ledger._lock:
+                    ledger.api_deletes.add(request.name)
+            return response
+
         monkeypatch.setattr(SweepqKubeEmulator, "_create", _create)
+        monkeypatch.setattr(SweepqKubeEmulator, "_modify", _modify)
 
     def expect(self, key: str, outcome: str, *, total: int | None = None, max_concurrent: int | None = None,
                body: str | None = None, reason: str | None = None) -> None:
@@ -187,7 +198,9 @@ class Ledger:
             dups = [a for a, n in collections.Counter(attempts).items() if n > 1]
             if dups:
                 figures.duplicates += len(dups)
-                self._violate(f"trial {sweep_id}/{index}: attempts {dups} got more than one job")
+                deleted = [a for a in dups if f"{sweep_id}-{index}-a{a}" in self.api_deletes]
+                how = f" (attempts {deleted} were deleted through the API in between)" if deleted else ""
+                self._violate(f"trial {sweep_id}/{index}: attempts {dups} got more than one job{how}")
         known = {e.key for e in self.expected.values()}
         for sweep_id in {s for s, _ in by_trial} - known:
             self._violate(f"jobs were created for {sweep_id}, which nobody submitted")
