@@ -3,7 +3,8 @@
 The crash-point harness (test_crash_points.py) stops an in-process run before or after each
 external call; this kills real processes, mid-anything, against moto's HTTP server and the
 Kubernetes emulator (reached through a kubeconfig file), then lets ticks continue until every
-sweep has finished.
+sweep has finished. Half the kills come at a random moment of the process's life (imports
+included), half at a random moment of its tick (up to 0.4 s after it took the lease).
 
 The lease: a killed tick leaves the lease item behind, held for ``SWEEPQ_LEASE_SECONDS`` (30 s,
 the minimum) of real time. Instead of waiting, the test expires it the way time would: it sets
@@ -49,6 +50,16 @@ def expire_lease(stack: ServerStack) -> bool:
     return live
 
 
+def _wait_for_lease(stack: ServerStack, process: subprocess.Popen[str], *, timeout: float) -> None:
+    """Until the process holds the lease (its tick has begun), or it exits, or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        item = stack.dynamodb.get_item(TableName=stack.store.table, Key=ser(LEASE_KEY), ConsistentRead=True)
+        if "Item" in item and float(des(item["Item"])["expires_at"]) > time.time():
+            return
+        time.sleep(0.02)
+
+
 def kill_ticks(stack: ServerStack, kube: Any, ledger: Ledger, *, seed: int, kills: int,
                sweeps: int) -> dict[str, Any]:
     rng = random.Random(seed)
@@ -65,10 +76,14 @@ def kill_ticks(stack: ServerStack, kube: Any, ledger: Ledger, *, seed: int, kill
     full = time.monotonic() - started
     advance_cluster(kube, rng)
     killed = inside = finished = 0
-    for _ in range(kills):
+    for k in range(kills):
         process = dispatcher_process(env)
         try:
-            process.wait(timeout=rng.uniform(0.5 * full, 1.05 * full))  # mostly after the imports
+            if k % 2:  # at any moment of the process's life, imports included
+                process.wait(timeout=rng.uniform(0.3 * full, 1.05 * full))
+            else:  # at a moment of its tick: once it holds the lease, up to 0.4 s later
+                _wait_for_lease(stack, process, timeout=2 * full)
+                process.wait(timeout=rng.uniform(0.0, 0.4))
             finished += 1
         except subprocess.TimeoutExpired:
             process.kill()  # SIGKILL: no cleanup, no lease release, mid-whatever it was doing
