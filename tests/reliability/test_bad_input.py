@@ -252,6 +252,7 @@ def _raw_cases(tmp_path: Path) -> list[tuple[str, str, str, str | None]]:
     return cases
 
 
+@pytest.mark.slow
 def test_raw_bodies_end_rejected_or_in_the_dlq_while_the_good_sweeps_in_the_batch_run(
         atomic_aws, kube, monkeypatch, caplog, tmp_path) -> None:
     # GIVEN a queue whose visibility timeout is 0 (a received, undeleted body is visible again at

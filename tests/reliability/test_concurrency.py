@@ -58,6 +58,7 @@ def _queued(queue: Queue) -> int:
     return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [pytest.param(2, marks=pytest.mark.soak), pytest.param(4, marks=pytest.mark.soak), 8])
 def test_threads_ticking_at_once_never_duplicate_or_exceed_a_cap(atomic_aws, kube, ledger, n: int) -> None:
     # GIVEN n dispatchers in threads, each with its own clients and owner, on the real clock

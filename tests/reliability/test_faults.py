@@ -131,6 +131,7 @@ def report(out: dict[str, Any]) -> str:
 FAST_SEEDS = (1,)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [pytest.param(s, marks=() if s in FAST_SEEDS else pytest.mark.soak) for s in range(1, 9)])
 def test_sweeps_finish_exactly_once_under_aws_and_kubernetes_faults(atomic_aws, kube, seed) -> None:
     ledger = Ledger(kube, cap=CAP)
