@@ -78,14 +78,19 @@ class Dispatcher:
             report.duration_s = round(self.clock() - started, 3)
             log.info(json.dumps({"event": "tick", **report.as_dict()}))
             return report
-        for _ in range(max_rounds):
-            self._round(report)
-            if self.store.release_lease(self.owner):
-                break
-            # someone marked the lease dirty: a trigger arrived while we worked — go once more
-            self.store.renew_lease(self.owner, now=self.clock(), seconds=self.settings.lease_seconds)
-        else:
-            self.store.release_lease(self.owner)
+        try:
+            for _ in range(max_rounds):
+                self._round(report)
+                if self.store.release_lease(self.owner):
+                    break
+                # someone marked the lease dirty: a trigger arrived while we worked — go once more
+                self.store.renew_lease(self.owner, now=self.clock(), seconds=self.settings.lease_seconds)
+            else:
+                self.store.release_lease(self.owner)
+        except (TransientError, Conflict) as exc:
+            # The work of this tick is committed (or fenced off); a lease we could not release or
+            # renew simply expires. Report it instead of failing the whole tick (CronJob exit 3).
+            report.errors.append(f"lease: {exc} — it expires by itself in {self.settings.lease_seconds} s")
         report.duration_s = round(self.clock() - started, 3)
         log.info(json.dumps({"event": "tick", **report.as_dict()}, default=str))
         return report
