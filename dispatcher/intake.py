@@ -163,7 +163,7 @@ class Intake:
             self.store.transact(f"cancel {msg.sweep_id}", [update], owner=None, now=now)
             return
         except Conflict:
-            pass
+            log.info("cancel %s: no active sweep with that id; checking whether it exists at all", msg.sweep_id)
         if self.store.get_sweep(msg.sweep_id) is None:
             # cancelled before its submit message was processed: a tombstone makes the submit a no-op
             tomb = {"sweep_id": msg.sweep_id, "type": "sweep", "state": SweepState.CANCELLED.value, "list_pk": "DONE",

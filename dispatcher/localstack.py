@@ -64,6 +64,6 @@ def serve_forever(port: int) -> None:
     try:
         stop.wait()
     except KeyboardInterrupt:
-        pass
+        print("# local stack stopped", flush=True)
     finally:
         server.stop()
