@@ -34,6 +34,26 @@ def aws(monkeypatch):
         yield boto3.session.Session(region_name="us-east-1")
 
 
+@pytest.fixture
+def atomic_aws(aws, monkeypatch):
+    """``aws`` with moto's request handling serialised: real DynamoDB applies a conditional write
+    atomically, moto checks and writes in Python where a thread switch can split the two. Tests of
+    concurrent dispatchers use this so a moto race is never reported as a sweepq duplicate."""
+    import threading
+
+    from moto.core.botocore_stubber import BotocoreStubber
+
+    lock = threading.RLock()
+    original = BotocoreStubber.process_request
+
+    def process_request(self, request):
+        with lock:
+            return original(self, request)
+
+    monkeypatch.setattr(BotocoreStubber, "process_request", process_request)
+    return aws
+
+
 @pytest.fixture(scope="session")
 def moto_server():
     """moto's HTTP server on loopback (for subprocesses: torchrun, `dispatcher tick`). Yields its URL."""

@@ -19,8 +19,9 @@ KIND = "pytorchjob"
 
 
 @pytest.fixture
-def world(aws, kube):
+def world(atomic_aws, kube):
     """GIVEN a bootstrapped queue + table, an empty cluster, a virtual clock."""
+    aws = atomic_aws  # concurrent ticks below: moto's conditional writes must be atomic like DynamoDB's
     settings = Settings.load({}, backend=KIND, max_running=3, namespace="sweepq")
     store, queue = bootstrap(aws, settings)
     clock = Clock()

@@ -1,6 +1,6 @@
 """Fixtures of the reliability harness.
 
-* ``atomic_aws`` — the ``aws`` fixture (moto in-process) with moto's request handling serialised.
+* ``atomic_aws`` (in tests/conftest.py) — the ``aws`` fixture with moto's request handling serialised.
   Real DynamoDB applies a conditional write atomically; moto evaluates the condition and writes in
   Python, where a thread switch could split the two. The harness must never report a moto race as
   a sweepq duplicate, so every request moto handles runs under one lock (the dispatchers still
@@ -20,21 +20,6 @@ from typing import Any, Iterator
 import pytest
 
 from invariants import Ledger
-
-
-@pytest.fixture
-def atomic_aws(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from moto.core.botocore_stubber import BotocoreStubber
-
-    lock = threading.RLock()
-    original = BotocoreStubber.process_request
-
-    def process_request(self: Any, request: Any) -> Any:
-        with lock:
-            return original(self, request)
-
-    monkeypatch.setattr(BotocoreStubber, "process_request", process_request)
-    return aws
 
 
 @pytest.fixture(scope="session")
