@@ -9,6 +9,7 @@ from typing import Any
 from dispatcher.adapters.queue import Queue, create_queues
 from dispatcher.adapters.store import Store
 from dispatcher.core.identity import sweep_id_for
+from dispatcher.core.jobs import JobPhase
 from dispatcher.core.message import SubmitMessage, encode_submit
 from dispatcher.settings import Settings
 from dispatcher.tick import Dispatcher
@@ -72,3 +73,13 @@ def make_dispatcher(session: Any, settings: Settings, backends: dict, clock: Any
                     owner: str | None = None) -> Dispatcher:
     store = Store(settings.table, session.client("dynamodb"))
     return Dispatcher(settings=settings, store=store, queue=queue, backends=backends, clock=clock, owner=owner)
+
+
+def pytorchjob_phase(job: dict[str, Any]) -> JobPhase:
+    """A PyTorchJob's phase from its true conditions, read independently of the backend under test."""
+    conds = {c["type"] for c in (job.get("status") or {}).get("conditions", []) if c.get("status") == "True"}
+    if "Succeeded" in conds:
+        return JobPhase.SUCCEEDED
+    if "Failed" in conds:
+        return JobPhase.FAILED
+    return JobPhase.RUNNING if "Running" in conds else JobPhase.PENDING

@@ -13,7 +13,7 @@ from dispatcher.adapters.dynamo import ser
 from dispatcher.backends import make_backend
 from dispatcher.core.jobs import LABEL_SWEEP_ID, JobPhase
 from dispatcher.settings import Settings
-from helpers import Clock, bootstrap, grid_spec, make_dispatcher, submit
+from helpers import pytorchjob_phase as phase_of, Clock, bootstrap, grid_spec, make_dispatcher, submit
 
 KIND = "pytorchjob"
 
@@ -40,13 +40,6 @@ def jobs(kube):
     return kube.list_objects(KIND)
 
 
-def phase_of(job):
-    conds = {c["type"] for c in (job.get("status") or {}).get("conditions", []) if c.get("status") == "True"}
-    if "Succeeded" in conds:
-        return JobPhase.SUCCEEDED
-    if "Failed" in conds:
-        return JobPhase.FAILED
-    return JobPhase.RUNNING if "Running" in conds else JobPhase.PENDING
 
 
 def report_metric(w, sweep_id, index, value):

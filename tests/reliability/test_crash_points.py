@@ -19,19 +19,12 @@ from dispatcher.settings import Settings
 from dispatcher.tick import Dispatcher
 from dispatcher.adapters.store import Store
 from crash import Crash, Crasher, Proxy, Session
-from helpers import Clock, bootstrap, grid_spec, submit
+from helpers import pytorchjob_phase as _phase, Clock, bootstrap, grid_spec, submit
 
 KIND = "pytorchjob"
 CAP = 2
 
 
-def _phase(job):
-    conds = {c["type"] for c in (job.get("status") or {}).get("conditions", []) if c.get("status") == "True"}
-    if "Succeeded" in conds:
-        return JobPhase.SUCCEEDED
-    if "Failed" in conds:
-        return JobPhase.FAILED
-    return JobPhase.RUNNING if "Running" in conds else JobPhase.PENDING
 
 
 def run_life(aws, kube, crasher: Crasher) -> dict:
