@@ -24,6 +24,12 @@ remains (some trial, or a retry, waits to be launched): at each instant the usab
 
     python benchmarks/utilization.py           # 3 sweeps, 200 trials, 16 slots (about 1 minute)
     python benchmarks/utilization.py --quick   # 2 sweeps, 24 trials, 4 slots (seconds)
+
+``--teams`` runs the other comparison, of planners rather than triggers: two teams with mixed
+trial widths, today's planner next to the fair-share planner with and without GPU reservation,
+utilization and per-team share over time, written as a plot (``--plot``) — see ``_teams.py``.
+
+    python benchmarks/utilization.py --teams            # 32 GPUs, 7 sweeps, 436 trials (seconds)
 """
 
 from __future__ import annotations
@@ -330,6 +336,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--max-ticks", type=int, default=5000)
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--teams", action="store_true", help="compare planners: two teams, mixed trial widths")
+    parser.add_argument("--gpus", type=int, default=None, help="--teams: SWEEPQ_MAX_GPUS (default 32; quick 16)")
+    parser.add_argument("--period", type=float, default=0.0,
+                        help="--teams: plan every this many seconds (default 0: after every event, as with top-up)")
+    parser.add_argument("--plot", default=str(Path(__file__).with_name("utilization_teams.png")),
+                        help="--teams: where the plot of GPUs held per team over time is written")
     return parser.parse_args(argv)
 
 
@@ -348,6 +360,10 @@ def parse_sweeps(text: str) -> tuple[tuple[str, int, int], ...]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.teams:
+        from _teams import main as teams_main
+
+        return teams_main(args, argv)
     sweeps = parse_sweeps(args.sweeps or ("alpha=4x4,beta=4x2" if args.quick else "alpha=10x10,beta=10x6,gamma=8x5"))
     slots = args.slots or (4 if args.quick else 16)
     workload = Workload(sweeps, args.seed, args.median_min * 60, args.sigma, args.fail_rate)

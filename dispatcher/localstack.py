@@ -2,14 +2,14 @@
 
 ``dispatcher local-stack`` keeps one running for development in several terminals::
 
-    dispatcher local-stack --port 5000          # terminal 1
-    eval "$(dispatcher local-stack --print-env)"  # or copy the exports it prints
-    dispatcher bootstrap && producer submit examples/sweep.yaml   # terminal 2
-    SWEEPQ_BACKEND=local dispatcher run --interval 5             # terminal 3
+    dispatcher local-stack --port 5000          # terminal 1: prints the exports for the others
+    dispatcher bootstrap && producer submit examples/sweep.yaml && producer status   # terminal 2
+    SWEEPQ_MAX_RUNNING=2 dispatcher run --interval 5             # terminal 3
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -45,6 +45,12 @@ def local_env(endpoint: str) -> dict[str, str]:
     return {"AWS_ENDPOINT_URL": endpoint, **FAKE_CREDENTIALS}
 
 
+def development_env(endpoint: str) -> dict[str, str]:
+    """What every terminal of local development exports: the endpoint, and the ``local`` kind, so
+    ``producer submit --dry-run`` previews the job the local dispatcher will really run."""
+    return {**local_env(endpoint), "SWEEPQ_BACKEND": "local"}
+
+
 def use_endpoint(endpoint: str) -> None:
     """Point this process (and the trials it starts) at ``endpoint`` with throwaway credentials."""
     os.environ.update(local_env(endpoint))
@@ -52,18 +58,26 @@ def use_endpoint(endpoint: str) -> None:
     os.environ.pop("AWS_SESSION_TOKEN", None)
 
 
-def serve_forever(port: int) -> None:
+def serve_forever(port: int, *, as_json: bool = False) -> None:
+    """Serve until Ctrl-C. First print the environment for the other terminals: ``export`` lines
+    (text) or one JSON object ``{"endpoint", "env"}``."""
     server, endpoint = start_moto(port)
-    print("# sweepq local stack: an AWS endpoint (moto) on loopback. In other terminals run:")
-    for key, value in local_env(endpoint).items():
-        print(f"export {key}={value}")
-    print("# then: dispatcher bootstrap; producer submit examples/sweep.yaml;")
-    print("#       SWEEPQ_BACKEND=local SWEEPQ_MAX_RUNNING=2 dispatcher run --interval 5")
-    print("# Ctrl-C stops it (its state is in memory).", flush=True)
+    env = development_env(endpoint)
+    if as_json:
+        print(json.dumps({"endpoint": endpoint, "env": env}), flush=True)
+    else:
+        print("# sweepq local stack: an AWS endpoint (moto) on loopback. In other terminals run:")
+        for key, value in env.items():
+            print(f"export {key}={value}")
+        print("# (SWEEPQ_BACKEND=local: trials run on this machine; unset it to use the cluster of $KUBECONFIG)")
+        print("# then: dispatcher bootstrap; producer submit examples/sweep.yaml; producer status;")
+        print("#       SWEEPQ_MAX_RUNNING=2 dispatcher run --interval 5")
+        print("# Ctrl-C stops it (its state is in memory).", flush=True)
     stop = threading.Event()
     try:
         stop.wait()
     except KeyboardInterrupt:
-        print("# local stack stopped", flush=True)
+        if not as_json:
+            print("# local stack stopped", flush=True)
     finally:
         server.stop()

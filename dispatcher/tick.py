@@ -1,12 +1,19 @@
-"""One dispatcher tick: lease → intake → observe → reconcile → plan → launch → report.
+"""One dispatcher tick: lease → intake → load → observe → reconcile → leaks → early stop → plan → launch → report.
 
 Decisions are made by the pure core (:mod:`dispatcher.core.reconcile`, :mod:`dispatcher.core.planner`);
-this module reads, asks, and performs. Every step is safe to crash and re-run:
+this module reads, asks, and performs; the store owns every DynamoDB expression. Every step is
+safe to crash and re-run:
 
 * a sweep is stored with a conditional put *before* its message is deleted;
 * a trial is claimed (cursor/attempt condition + lease check, one transaction) *before* its job is
   created under a deterministic name; 409 AlreadyExists counts as created; a claimed trial whose job
-  is missing is re-created by the next tick; a launched job that vanished is LOST and retried.
+  is missing is re-created by the next tick; a launched job that vanished is LOST and retried;
+* what the tick lists follows from the stored active sweeps of its scope (their kinds, their
+  templates' resources); a sweep it cannot observe is held untouched, never judged;
+* each sweep is handled on its own: anything it raises holds only that sweep (and, after
+  ``SWEEPQ_SWEEP_FAILURES_TO_HOLD`` ticks in a row, parks it for an operator);
+* a managed job no live attempt owns — also of a sweep that ended — is deleted;
+* the lease is released however the round ends (short of the process dying).
 """
 
 from __future__ import annotations
@@ -18,32 +25,54 @@ import os
 import socket
 import time
 import uuid
-from typing import Any, Callable, Mapping
+from typing import AbstractSet, Any, Callable, Mapping
 
 from pydantic import ValidationError
 
+from dispatcher.adapters.metrics import MetricsStore
 from dispatcher.adapters.queue import Queue, Received
-from dispatcher.adapters.store import Store, sweep_key, trial_key
-from dispatcher.core.errors import Conflict, PermanentError, SweepqError, TransientError
+from dispatcher.adapters.store import LeaseLost, Store
+from dispatcher.core.errors import Conflict, SweepqError, TransientError
+from dispatcher.core.identity import job_name
 from dispatcher.core.jobs import Backend, JobStatus
-from dispatcher.core.planner import Launch, free_capacity, plan
-from dispatcher.core.identity import job_name, trial_id
-from dispatcher.core.reconcile import Relaunch, Transition, fail_attempt, reconcile_sweep
-from dispatcher.core.records import LiveTrial, SweepRecord, SweepState, TrialState, better
-from dispatcher.intake import Intake
+from dispatcher.core.metrics import final_values, template_suffix
+from dispatcher.core.policy import Policy
+from dispatcher.core.reconcile import SweepOutcome, Transition, reconcile_sweep
+from dispatcher.core.records import SweepRecord, SweepState, TrialState, better
+from dispatcher.intake import Intake, policy_getter, unexpected
+from dispatcher.early_stop import EarlyStopping
+from dispatcher.isolation import Isolation
+from dispatcher.launching import Launching
+from dispatcher.observation import prepare_observation
 from dispatcher.report import TickReport
 from dispatcher.settings import Settings
-from dispatcher.trials import SpecCache, launch_request, record_from_item
+from dispatcher.suggesting import Suggesting
+from dispatcher.trials import SpecCache, record_from_item
 
 log = logging.getLogger(__name__)
+BEST_PARAMS_MAX = 4096  # the best trial's params on the META item (longer: look the trial up)
+COUNTERS = {TrialState.SUCCEEDED: "succeeded", TrialState.FAILED: "failed", TrialState.CANCELLED: "cancelled"}
+REPORTED = {TrialState.SUCCEEDED: "finished", TrialState.FAILED: "failed", TrialState.CANCELLED: "cancelled",
+            TrialState.WAITING: "retried"}
+
+
+METRICS_WAIT_S = 120  # how long a succeeded trial's recording waits for its final metrics to be visible
+METRICS_CLOCK_SKEW_S = 60  # a trial's write time may be this far ahead of ours
+
+
+class MetricsNotYet(Exception):
+    """A succeeded trial's final metrics are not visible yet: its transition waits a tick."""
 
 
 def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class Dispatcher:
-    """Holds the injected adapters. ``backends`` maps job kind → Backend (enabled kinds only)."""
+class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
+    """Holds the injected adapters. ``backends`` maps job kind → Backend (enabled kinds only).
+    ``store`` is used fenced by this dispatcher's scope (``settings.scope``). ``metrics`` reads
+    the trials' metrics table (CONTRACTS C1); without it no trial's metrics are read (no best
+    trial, no Hyperband early stopping)."""
 
     def __init__(
         self,
@@ -54,15 +83,29 @@ class Dispatcher:
         backends: Mapping[str, Backend],
         clock: Callable[[], float] = time.time,
         owner: str | None = None,
+        wake_queue: Queue | None = None,
+        policy: "Policy | Callable[[], Policy] | None" = None,
+        metrics: MetricsStore | None = None,
     ) -> None:
         self.settings = settings
-        self.store = store
+        # the operator policy, current: a PolicySource's getter re-reads a changed file or parameter
+        self.policy = policy_getter(policy)
+        self.metrics = metrics
+        self.scope = settings.dispatcher_scope
+        self.store = store.with_scope(self.scope)
         self.queue = queue
+        self.wake_queue = wake_queue
         self.backends = dict(backends)
         self.clock = clock
         self.owner = owner or default_owner()
-        self.specs = SpecCache(store.get_spec)
-        self.intake = Intake(settings=settings, store=store, queue=queue, backends=self.backends, clock=clock)
+        self.skew_s = settings.lease_seconds / 8  # clock skew tolerated between dispatcher hosts
+        self._lease_until = 0.0  # by our own clock
+        self._failures: dict[str, int] = {}  # consecutive failures, when the sweep item could not record them
+        self._failed_now: set[str] = set()  # sweeps whose handling failed in the current round
+        self._policy_holds: set[str] = set()  # sweeps the operator policy lets launch nothing this round
+        self.specs = SpecCache(self.store.get_spec)
+        self.intake = Intake(settings=settings, store=self.store, queue=queue, backends=self.backends, clock=clock,
+                             wake_queue=wake_queue, policy=self.policy)
 
     def process_message(self, message: Received, report: TickReport) -> bool:
         """One delivered message (the Lambda SQS event source); True when it was committed."""
@@ -71,20 +114,19 @@ class Dispatcher:
     # -- entry ----------------------------------------------------------------------------
     def tick(self, *, max_rounds: int = 3) -> TickReport:
         started = self.clock()
-        report = TickReport()
-        if not self.store.acquire_lease(self.owner, now=started, seconds=self.settings.lease_seconds):
-            self.store.mark_dirty()
+        report = TickReport(scope=self.scope)
+        if not self._acquire(started):
             report.lease = "busy"
             report.duration_s = round(self.clock() - started, 3)
             log.info(json.dumps({"event": "tick", **report.as_dict()}))
             return report
         try:
             for _ in range(max_rounds):
-                self._round(report)
+                self._guarded_round(report)
                 if self.store.release_lease(self.owner):
                     break
                 # someone marked the lease dirty: a trigger arrived while we worked — go once more
-                self.store.renew_lease(self.owner, now=self.clock(), seconds=self.settings.lease_seconds)
+                self._renew()
             else:
                 self.store.release_lease(self.owner)
         except (TransientError, Conflict) as exc:
@@ -95,21 +137,80 @@ class Dispatcher:
         log.info(json.dumps({"event": "tick", **report.as_dict()}, default=str))
         return report
 
+    def _acquire(self, now: float) -> bool:
+        """Take the lease, or mark it dirty for its live holder. If the holder released it between
+        our failed acquire and the mark, the trigger would be lost: try again instead."""
+        for _ in range(3):
+            if self.store.acquire_lease(self.owner, now=now, seconds=self.settings.lease_seconds, skew_s=self.skew_s):
+                self._lease_until = now + self.settings.lease_seconds
+                return True
+            if self.store.mark_dirty(now=now):
+                return False
+            now = self.clock()
+        return False  # expired but within the skew margin: its holder may still be working
+
+    def _renew(self) -> None:
+        now = self.clock()
+        try:
+            self.store.renew_lease(self.owner, now=now, seconds=self.settings.lease_seconds)
+        except LeaseLost:
+            raise
+        except Conflict as exc:
+            raise LeaseLost(f"renew: lost a conditional write (the lease of scope {self.scope} is no longer "
+                            f"{self.owner}'s)") from exc
+        self._lease_until = now + self.settings.lease_seconds
+
+    def _guarded_round(self, report: TickReport) -> None:
+        """One round, whatever it raises short of the process dying: the caller then releases the
+        lease (a tick that ended with the lease held made every other dispatcher wait it out)."""
+        try:
+            self._round(report)
+        except LeaseLost as exc:
+            report.errors.append(f"{exc} — this tick stops; the holder carries on")
+        except (TransientError, Conflict) as exc:
+            report.errors.append(f"tick: {exc} — retried next tick")
+        except Exception as exc:  # noqa: BLE001 - a bug outside the per-sweep isolation: report it, keep the lease safe
+            log.exception("tick round failed")
+            report.errors.append(f"tick: {unexpected(exc)} — nothing more this round")
+
     def _round(self, report: TickReport) -> None:
+        self._failed_now: set[str] = set()
         if self.queue is not None:
             self.intake.drain(report)
-            self.store.renew_lease(self.owner, now=self.clock(), seconds=self.settings.lease_seconds)
+            self._renew()
+        records = self.load_active(report)
+        self._policy_holds = self.apply_policy(records, report)
+        skip = prepare_observation(self.backends, records, namespace=self.settings.namespace)
+        for r in records:
+            if r.held and r.sweep_id not in skip and not r.cancel_requested:
+                skip[r.sweep_id] = (f"held after {r.failures} failed ticks: {r.held} — clear `held` on its item to "
+                                    "resume, or cancel it (see the README, Reliability)")
+        report.held = [f"{sweep_id}: {reason}" for sweep_id, reason in sorted(skip.items())]  # this round's
+        for sweep_id, reason in sorted(skip.items()):
+            log.warning(json.dumps({"event": "sweep-held", "sweep_id": sweep_id, "reason": reason}))
         try:
             jobs = self.observe()
-        except SweepqError as exc:
-            report.errors.append(f"observe: {exc}")
+        except Exception as exc:  # noqa: BLE001 - any list failure: caps cannot be counted, so launch nothing
+            if not isinstance(exc, SweepqError):
+                log.exception("observe failed")
+            report.errors.append(f"observe: {exc if isinstance(exc, SweepqError) else unexpected(exc)}")
             log.warning("observe failed, launching nothing this tick: %s", exc)
             return
-        records = self.load_active(report)
-        records, held = self.reconcile(records, jobs, report)
+        # Listing can take long (or this process stalled): before anything is deleted or created on
+        # what we loaded, the lease must still be ours — a successor that took over since may have
+        # created jobs our stale view would call orphans.
+        self._renew()
+        loaded = {r.sweep_id for r in records}
+        records, held = self.reconcile(records, jobs, report, skip=set(skip))
+        self.delete_leaks(loaded, jobs, report)
+        jobs = dict(jobs)
+        records = self.early_stop(records, jobs, report, held=held)  # stopped trials' jobs leave `jobs`
         self.launch(records, jobs, report, held=held)
         report.active_sweeps = len(records)
         report.running = sum(r.holding for r in records)
+        for record in records:  # handled without a failure this round: earlier failures are forgotten
+            if record.sweep_id not in held and record.sweep_id not in self._failed_now:
+                self._sweep_recovered(record, report)
 
     # -- observe / load -------------------------------------------------------------------
     def observe(self) -> dict[str, JobStatus]:
@@ -120,67 +221,91 @@ class Dispatcher:
 
     def load_active(self, report: TickReport) -> list[SweepRecord]:
         records = []
-        for item in self.store.active_sweeps():
+        for item in self.store.active_sweeps(self.scope):
             try:
                 records.append(record_from_item(item))
-            except (ValueError, KeyError, ValidationError) as exc:
+            except (ValueError, KeyError, TypeError, ValidationError) as exc:
                 report.errors.append(f"sweep {item.get('sweep_id')}: unreadable record: {exc}")
         return records
 
     # -- reconcile ------------------------------------------------------------------------
-    def reconcile(self, records: list[SweepRecord], jobs: Mapping[str, JobStatus],
-                  report: TickReport) -> tuple[list[SweepRecord], set[str]]:
+    def reconcile(self, records: list[SweepRecord], jobs: Mapping[str, JobStatus], report: TickReport, *,
+                  skip: AbstractSet[str] = frozenset()) -> tuple[list[SweepRecord], set[str]]:
         """Apply each sweep's outcome. Returns the records still active, as they now are, and the
-        ids of those *held* this tick — a write was refused or a job could not be cancelled, so
-        our view is stale or a job we gave up on still runs. A held sweep launches nothing this
-        tick, but its live trials still count against the caps: dropping it let other sweeps
-        take its slots, and the next tick (re)created its claimed trials on top of them."""
+        ids of those *held* this tick: ``skip`` (not observable here, or parked for an operator),
+        a write was refused or a job could not be cancelled (our view is stale, or a job we gave up
+        on still runs), or handling it raised. A held sweep launches nothing this tick, but its
+        live trials still count against the caps: dropping it let other sweeps take its slots, and
+        the next tick (re)created its claimed trials on top of them."""
         still_active: list[SweepRecord] = []
-        held: set[str] = set()
+        held: set[str] = set(skip) & {r.sweep_id for r in records}
         now = self.clock()
         by_sweep: dict[str, dict[str, JobStatus]] = {}
         for job in jobs.values():  # once per tick: each sweep sees only its own jobs (O(jobs), not O(sweeps × jobs))
             by_sweep.setdefault(job.sweep_id, {})[job.name] = job
         for record in records:
-            sweep_jobs = by_sweep.get(record.sweep_id, {})
+            if record.sweep_id in skip:
+                still_active.append(record)
+                continue
             try:
-                record = self._note_created(record, sweep_jobs, now, report)
+                current, stale = self._reconcile_sweep(record, by_sweep.get(record.sweep_id, {}), now, report)
+            except LeaseLost:
+                raise
             except (Conflict, TransientError) as exc:
                 report.errors.append(f"sweep {record.sweep_id}: {exc} — re-planned next tick")
                 held.add(record.sweep_id)
                 still_active.append(record)
                 continue
-            outcome = reconcile_sweep(record, sweep_jobs, now=now)
-            uncancelled: set[str] = set()
-            for cancel in outcome.cancels:
-                try:
-                    self.backends[cancel.kind].cancel(cancel.name) if cancel.kind in self.backends else None
-                    log.info(json.dumps({"event": "cancel-job", "job": cancel.name, "reason": cancel.reason}))
-                except SweepqError as exc:
-                    uncancelled.add(cancel.name)
-                    report.errors.append(f"cancel {cancel.name}: {exc}")
-            current, stale = record, False
-            try:
-                for tr in outcome.transitions:
-                    live = record.live.get(tr.index)
-                    if live is not None and live.job_name in uncancelled:
-                        continue  # its job still runs: the trial keeps its slot until a cancel succeeds
-                    current = self.write_transition(current, tr, now, report)
-                for relaunch in outcome.relaunches:
-                    current = self.relaunch(current, relaunch, report)
-                if outcome.end and not uncancelled:
-                    self.end_sweep(current, *outcome.end, now=now)
-                    continue
-            except Conflict as exc:
-                report.errors.append(f"sweep {record.sweep_id}: {exc} — re-planned next tick")
-                stale = True  # our view of this sweep is stale (or we lost the lease)
-            except TransientError as exc:
-                report.errors.append(f"sweep {record.sweep_id}: {exc}")
-                stale = True
-            if stale or uncancelled:
+            except Exception as exc:  # noqa: BLE001 - contained per sweep: held, counted, reported
+                self._sweep_failed(record, exc, report)
+                held.add(record.sweep_id)
+                still_active.append(record)
+                continue
+            if current is None:
+                self._failures.pop(record.sweep_id, None)
+                continue  # ended
+            if stale:
                 held.add(record.sweep_id)
             still_active.append(current)
         return still_active, held
+
+    def _reconcile_sweep(self, record: SweepRecord, jobs: Mapping[str, JobStatus], now: float,
+                         report: TickReport) -> tuple[SweepRecord | None, bool]:
+        """One sweep. Returns (the record as it now is, or None when it ended; whether it is stale)."""
+        record = self._note_created(record, jobs, now, report)
+        outcome = reconcile_sweep(record, jobs, now=now)
+        uncancelled = self._cancel(outcome.cancels, report)
+        current = record
+        waiting: set[int] = set()  # succeeded trials whose final metrics are not visible yet
+        try:
+            current = self._apply(record, outcome, uncancelled, now, report, waiting=waiting)
+        except LeaseLost:
+            raise
+        except (Conflict, TransientError) as exc:
+            report.errors.append(f"sweep {record.sweep_id}: {exc} — re-planned next tick")
+            return current, True  # our view of this sweep is stale
+        if outcome.end and not uncancelled and not waiting:
+            self.end_sweep(current, *outcome.end, now=now)
+            return None, False
+        return current, bool(uncancelled)
+
+    def _apply(self, record: SweepRecord, outcome: SweepOutcome, uncancelled: set[str], now: float,
+               report: TickReport, *, waiting: set[int] | None = None) -> SweepRecord:
+        current = record
+        for tr in outcome.transitions:
+            live = record.live.get(tr.index)
+            if live is not None and live.job_name in uncancelled:
+                continue  # its job still runs: the trial keeps its slot until a cancel succeeds
+            try:
+                current = self.write_transition(current, tr, now, report)
+            except MetricsNotYet as exc:  # recorded next tick, with its metrics; nothing else waits
+                log.info(json.dumps({"event": "metrics-wait", "sweep_id": record.sweep_id, "trial": tr.index,
+                                     "reason": str(exc)}))
+                if waiting is not None:
+                    waiting.add(tr.index)
+        for relaunch in outcome.relaunches:
+            current = self.relaunch(current, relaunch, report)
+        return current
 
     def _note_created(self, record: SweepRecord, jobs: Mapping[str, JobStatus], now: float,
                       report: TickReport) -> SweepRecord:
@@ -197,49 +322,25 @@ class Dispatcher:
         return record
 
     def write_transition(self, record: SweepRecord, tr: Transition, now: float, report: TickReport) -> SweepRecord:
-        names = {"#i": str(tr.index), "#live": "live", "#s": "state"}
-        values: dict[str, Any] = {":a": tr.attempt, ":now": now}
-        trial_sets = ["#s = :s", "updated_at = :now"]
-        trial_values: dict[str, Any] = {":s": tr.trial_state.value, ":now": now}
-        if tr.reason:
-            trial_sets.append("reason = :r")
-            trial_values[":r"] = tr.reason[:1000]
-        if tr.new is not None and tr.new.started_at is not None and tr.trial_state is TrialState.RUNNING:
-            trial_sets.append("started_at = :st")
-            trial_values[":st"] = tr.new.started_at
-        if tr.outcome is not None:
-            trial_sets.append("attempts = list_append(if_not_exists(attempts, :empty), :rec)")
-            trial_values[":empty"] = []
-            trial_values[":rec"] = [{"attempt": tr.attempt, "outcome": tr.outcome.value, "reason": tr.reason[:500], "at": now}]
         best = None
-        if tr.new is None:
-            counter = {TrialState.SUCCEEDED: "succeeded", TrialState.FAILED: "failed", TrialState.CANCELLED: "cancelled"}[tr.trial_state]
-            trial_sets.append("finished_at = :now")
-            sets = ["updated_at = :now"]
-            if tr.trial_state is TrialState.SUCCEEDED:
-                best = self._best_after(record, tr.index)
-                if best is not None:
-                    sets.append("best = :best")
-                    values[":best"] = best
-            expr = f"SET {', '.join(sets)} REMOVE #live.#i ADD {counter} :one"
-            values[":one"] = 1
-        else:
-            expr = "SET #live.#i = :live, updated_at = :now"
-            values[":live"] = tr.new.to_item()
-        meta = self.store.update(sweep_key(tr.sweep_id), expr, values, condition="#live.#i.attempt = :a", names=names)
-        trial = self.store.update(trial_key(tr.sweep_id, tr.index), "SET " + ", ".join(trial_sets), trial_values,
-                                  condition="attribute_exists(pk)", names={"#s": "state"})
-        self.store.transact(f"trial {tr.sweep_id}/{tr.index}", [meta, trial], owner=self.owner, now=now)
+        metrics: Mapping[str, Any] = {}
+        if tr.new is None and tr.trial_state is TrialState.SUCCEEDED:
+            metrics, item = self.trial_metrics(record, tr.index)
+            best = self._best_after(record, tr.index, metrics, item)
+        started = tr.new.started_at if tr.new is not None else None
+        self.store.record_transition(
+            tr.sweep_id, index=tr.index, attempt=tr.attempt, live=tr.new.to_item() if tr.new is not None else None,
+            trial_state=tr.trial_state.value, reason=tr.reason, started_at=started,
+            outcome=tr.outcome.value if tr.outcome is not None else None,
+            counter=COUNTERS.get(tr.trial_state) if tr.new is None else None, best=best, metrics=metrics or None,
+            counted=tr.counted,
+            owner=self.owner, now=now)
         log.info(json.dumps({"event": "trial", "sweep_id": tr.sweep_id, "trial": tr.index, "attempt": tr.attempt,
-                             "state": tr.trial_state.value, "reason": tr.reason}))
-        if tr.trial_state is TrialState.SUCCEEDED:
-            report.finished += 1
-        elif tr.trial_state is TrialState.FAILED:
-            report.failed += 1
-        elif tr.trial_state is TrialState.CANCELLED:
-            report.cancelled += 1
-        elif tr.trial_state is TrialState.WAITING:
-            report.retried += 1
+                             "state": tr.trial_state.value, "reason": tr.reason, "counted": tr.counted,
+                             "evicted": tr.evicted}))
+        report.evicted += tr.evicted
+        if tr.trial_state in REPORTED and (tr.new is None or tr.trial_state is TrialState.WAITING):
+            setattr(report, REPORTED[tr.trial_state], getattr(report, REPORTED[tr.trial_state]) + 1)
         live = dict(record.live)
         if tr.new is None:
             live.pop(tr.index, None)
@@ -254,124 +355,83 @@ class Dispatcher:
             best=best if best is not None else record.best,
         )
 
-    def _best_after(self, record: SweepRecord, index: int) -> dict[str, Any] | None:
-        """The sweep's best trial if trial ``index`` (just succeeded) beats it, from its reported metrics."""
+    def trial_metrics(self, record: SweepRecord, index: int) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+        """(final metrics, trial item) of trial ``index``, whose live attempt just succeeded: the one
+        place the dispatcher reads what a trial reported. The metrics come from the metrics table
+        (CONTRACTS C1), from an item that names the live attempt's job, trial and attempt, written
+        by a pod of that job (:func:`dispatcher.core.metrics.verify`); its finished values
+        (:func:`~dispatcher.core.metrics.final_values`). Anything else is left out with a logged
+        reason: no metrics is never an error. A read DynamoDB did not serve raises
+        :class:`TransientError` (the transition is recorded next tick, with its metrics)."""
+        item = self.store.get_trial(record.sweep_id, index) or {}
+        live = record.live.get(index)
+        if self.metrics is None or live is None:
+            return {}, item
+        job = job_name(record.sweep_id, index, live.attempt)
+
+        def skipped(reason: str, event: str = "metrics-ignored") -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+            log.warning(json.dumps({"event": event, "sweep_id": record.sweep_id, "trial": index,
+                                    "attempt": live.attempt, "job": job, "reason": reason}))
+            return {}, item
+
+        if live.job_name and live.job_name != job:
+            return skipped(f"the live entry names job {live.job_name!r}, not {job!r}: no metrics trusted")
+        patterns: dict[str, str] = {}
+        if record.kind == "template":
+            try:
+                policy = self.policy()
+            except SweepqError as exc:  # which pods to trust is the policy's word: wait for it
+                raise TransientError(f"metrics of {job}: the operator policy cannot be read ({exc})") from exc
+            entry = policy.templates.get(record.launch.template or "")
+            suffix = template_suffix(entry.pod_name_pattern if entry is not None else None)
+            if suffix is None:
+                return skipped(f"template {record.launch.template!r} has no pod_name_pattern '{{job}}-<regex>' "
+                               "in the policy: no pod of it is trusted")
+            patterns[job] = suffix
+        read = self.metrics.read([(record.kind, job, live.attempt)], template_patterns=patterns)
+        if job in read.unread:
+            raise TransientError(f"metrics of {job}: DynamoDB kept the read unprocessed — retried next tick")
+        found = read.get(job)
+        if found is not None and found.status == "running" and self._may_wait(found.updated_at):
+            raise MetricsNotYet(f"{job}: its pod's item still says 'running' — the final write (or the index) "
+                                f"lags; waiting up to {METRICS_WAIT_S} s")
+        if found is None:
+            reasons = "; ".join(f"{i.pod}: {i.reason}" for i in read.ignored) or "no item for its pods"
+            return skipped(f"no trusted metrics item ({reasons})", "metrics-missing")
+        final = final_values(found, metric=record.metric_name)
+        for note in final.notes:
+            skipped(f"{found.pod}: {note}")
+        return final.values, item
+
+    def _may_wait(self, updated_at: float) -> bool:
+        """Whether a succeeded trial whose item is not final yet is worth another tick: its last
+        write is under :data:`METRICS_WAIT_S` old by our clock. A write time further in the future
+        than the skew hosts may have (:data:`METRICS_CLOCK_SKEW_S`) is the trial's word, not a time:
+        no wait — what a trial's clock can make us wait stays bounded."""
+        now = self.clock()
+        if updated_at > now + METRICS_CLOCK_SKEW_S:
+            return False
+        return now - updated_at < METRICS_WAIT_S
+
+    def _best_after(self, record: SweepRecord, index: int, metrics: Mapping[str, Any],
+                    item: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The sweep's best trial if trial ``index`` (just succeeded) beats it, from its final
+        ``metrics`` (:meth:`trial_metrics`); ``item`` is its trial item."""
         if not record.metric_name:
             return None
-        item = self.store.get_trial(record.sweep_id, index) or {}
-        value = (item.get("metrics") or {}).get(record.metric_name)
-        if not isinstance(value, (int, float)):
+        value = metrics.get(record.metric_name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
             return None
         incumbent = (record.best or {}).get("value")
-        if better(record.metric_goal, float(value), incumbent if isinstance(incumbent, (int, float)) else None):
-            return {"trial_index": index, "trial_id": item.get("trial_id", ""), "metric": record.metric_name,
-                    "value": float(value), "params": item.get("params", "")}
-        return None
+        if not better(record.metric_goal, float(value), incumbent if isinstance(incumbent, (int, float)) else None):
+            return None
+        best = {"trial_index": index, "trial_id": item.get("trial_id", ""), "metric": record.metric_name,
+                "value": float(value)}
+        params = item.get("params", "")
+        if isinstance(params, str) and len(params) <= BEST_PARAMS_MAX:
+            best["params"] = params
+        return best
 
     def end_sweep(self, record: SweepRecord, state: SweepState, reason: str, *, now: float) -> None:
-        update = self.store.update(
-            sweep_key(record.sweep_id),
-            "SET #s = :s, reason = :r, list_pk = :done, ended_at = :now, updated_at = :now",
-            {":s": state.value, ":r": reason, ":done": "DONE", ":now": now, ":active": "ACTIVE"},
-            condition="list_pk = :active",
-            names={"#s": "state"},
-        )
-        self.store.transact(f"end sweep {record.sweep_id}", [update], owner=self.owner, now=now)
+        self.store.end_sweep(record.sweep_id, state=state.value, reason=reason, owner=self.owner, now=now)
         log.info(json.dumps({"event": "sweep-ended", "sweep_id": record.sweep_id, "state": state.value, "reason": reason}))
-
-    # -- launch ---------------------------------------------------------------------------
-    def _submit(self, record: SweepRecord, index: int, attempt: int) -> None:
-        sweep = self.specs.get(record.sweep_id)
-        request = launch_request(
-            self.settings, sweep, record.sweep_id, record.launch, index, attempt, self.queue.url if self.queue else None
-        )
-        backend = self.backends[record.kind]
-        backend.submit(backend.dryrun(request))
-
-    def relaunch(self, record: SweepRecord, r: Relaunch, report: TickReport) -> SweepRecord:
-        """A claimed trial whose job is missing (a crash between claim and create): create it now."""
-        return self._create_and_mark(record, r.index, r.attempt, report)
-
-    def _create_and_mark(self, record: SweepRecord, index: int, attempt: int, report: TickReport) -> SweepRecord:
-        t = record.live[index]
-        try:
-            self._submit(record, index, attempt)
-        except PermanentError as exc:
-            return self.write_transition(record, fail_attempt(record, t, TrialState.FAILED, f"could not create job: {exc}"),
-                                         self.clock(), report)
-        launched = LiveTrial(index, attempt, TrialState.LAUNCHED, t.job_name, t.claimed_at)
-        report.launched += 1
-        return self.write_transition(record, Transition(record.sweep_id, index, attempt, launched, TrialState.LAUNCHED),
-                                     self.clock(), report)
-
-    def claim(self, record: SweepRecord, launch: Launch, now: float) -> SweepRecord:
-        name = job_name(record.sweep_id, launch.index, launch.attempt)
-        live = LiveTrial(launch.index, launch.attempt, TrialState.PENDING, name, now)
-        names = {"#i": str(launch.index), "#live": "live", "#s": "state"}
-        if launch.retry:
-            prev = record.live[launch.index]
-            meta = self.store.update(
-                sweep_key(record.sweep_id), "SET #live.#i = :live, updated_at = :now",
-                {":live": live.to_item(), ":now": now, ":prev": prev.attempt, ":w": TrialState.WAITING.value},
-                condition="#live.#i.attempt = :prev AND #live.#i.#s = :w", names=names,
-            )
-            trial = self.store.update(
-                trial_key(record.sweep_id, launch.index),
-                "SET attempt = :a, #s = :s, job = :job, claimed_at = :now, updated_at = :now REMOVE started_at",
-                {":a": launch.attempt, ":s": TrialState.PENDING.value, ":job": name, ":now": now},
-                condition="attribute_exists(pk)", names={"#s": "state"},
-            )
-        else:
-            sweep = self.specs.get(record.sweep_id)
-            params = sweep.trial(launch.index)
-            meta = self.store.update(
-                sweep_key(record.sweep_id), "SET #c = :next, #live.#i = :live, updated_at = :now",
-                {":next": launch.index + 1, ":cur": launch.index, ":live": live.to_item(), ":now": now, ":active": "ACTIVE"},
-                condition="#c = :cur AND list_pk = :active AND attribute_not_exists(#live.#i)",
-                names={"#i": str(launch.index), "#live": "live", "#c": "cursor"},
-            )
-            trial = self.store.put(
-                {**trial_key(record.sweep_id, launch.index), "type": "trial", "sweep_id": record.sweep_id,
-                 "trial_id": trial_id(record.sweep_id, launch.index), "index": launch.index,
-                 "params": json.dumps(params, sort_keys=True), "state": TrialState.PENDING.value,
-                 "attempt": launch.attempt, "job": name, "claimed_at": now, "updated_at": now},
-                condition="attribute_not_exists(pk)",
-            )
-        self.store.transact(f"claim {record.sweep_id}/{launch.index}", [meta, trial], owner=self.owner, now=now)
-        return dataclasses.replace(
-            record, live={**record.live, launch.index: live},
-            cursor=record.cursor if launch.retry else launch.index + 1,
-        )
-
-    def launch(self, records: list[SweepRecord], jobs: Mapping[str, JobStatus], report: TickReport, *,
-               held: set[str] | frozenset[str] = frozenset()) -> None:
-        """Claim, then create, what the planner gives the free slots. Every record counts for the
-        caps; ``held`` sweeps (see :meth:`reconcile`) get no launch this tick."""
-        s = self.settings
-        holding_live = {t.job_name for r in records for t in r.live.values() if t.state.holds_slot}
-        busy = [j for j in jobs.values() if not j.phase.terminal]
-        used_jobs = len(busy) + len(holding_live - {j.name for j in busy})
-        by_id = {r.sweep_id: r for r in records}
-        used_gpus = sum(j.gpus for j in busy) + sum(
-            r.launch.gpus_per_trial for r in records for t in r.live.values()
-            if t.state.holds_slot and t.job_name not in jobs
-        )
-        capacity = free_capacity(max_running=s.max_running, max_gpus=s.max_gpus, used_jobs=used_jobs, used_gpus=used_gpus)
-        report.capacity = capacity.jobs
-        stale: set[str] = set()
-        launchable = [r for r in records if r.sweep_id not in held]
-        for item in plan(sweeps=launchable, capacity=capacity, limit=s.max_launches_per_tick):
-            if item.sweep_id in stale:
-                continue
-            try:
-                record = self.claim(by_id[item.sweep_id], item, self.clock())
-                by_id[item.sweep_id] = record
-                by_id[item.sweep_id] = self._create_and_mark(record, item.index, item.attempt, report)
-            except (Conflict, TransientError) as exc:
-                # A lost condition means our view of this sweep is stale (or the lease is gone, in
-                # which case every further write fails the same way): nothing more for it this tick.
-                # Claim precedes create, so no job exists without a committed claim.
-                stale.add(item.sweep_id)
-                report.errors.append(f"launch {item.sweep_id}/{item.index}: {exc} — re-planned next tick")
-        for i, r in enumerate(records):
-            records[i] = by_id[r.sweep_id]

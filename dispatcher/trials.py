@@ -7,12 +7,27 @@ from collections import OrderedDict
 from typing import Any, Mapping
 
 from dispatcher.core.command import render_command
+from dispatcher.core.errors import PermanentError
 from dispatcher.core.identity import job_name, trial_id
 from dispatcher.core.jobs import LaunchRequest
 from dispatcher.core.launch import LaunchSettings
 from dispatcher.core.records import LiveTrial, SweepRecord, SweepState
 from dispatcher.core.spec import Sweep, validate_sweep
 from dispatcher.settings import Settings
+
+
+def stored_params(item: Mapping[str, Any] | None, *, where: str) -> dict[str, Any]:
+    """The parameters persisted on a trial item by its claim (JSON text). A trial item without
+    them cannot be launched: a :class:`PermanentError` naming it (the attempt fails with it)."""
+    text = (item or {}).get("params")
+    try:
+        params = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        params = None
+    if not isinstance(params, dict):
+        raise PermanentError(f"{where}: the trial item holds no stored parameters (params {str(text)[:40]!r}) — "
+                             "its claim wrote them; the item was changed outside sweepq")
+    return params
 
 
 def record_from_item(item: Mapping[str, Any]) -> SweepRecord:
@@ -30,11 +45,22 @@ def record_from_item(item: Mapping[str, Any]) -> SweepRecord:
         succeeded=int(item.get("succeeded", 0)),
         failed=int(item.get("failed", 0)),
         cancelled=int(item.get("cancelled", 0)),
+        early_stopped=int(item.get("early_stopped", 0)),
         cancel_requested=bool(item.get("cancel_requested", False)),
         metric_name=item.get("metric_name"),
         metric_goal=item.get("metric_goal", "minimize"),
         best=item.get("best"),
         reason=str(item.get("reason", "")),
+        scope=item.get("scope"),
+        namespace=item.get("namespace"),
+        failures=int(item.get("failures", 0)),
+        submitter=str(item.get("sender_id") or ""),
+        team=item.get("team"),
+        paused=bool(item.get("paused", False)),
+        template_resource=item.get("template_resource"),
+        requested=LaunchSettings.model_validate(json.loads(item["requested"])) if item.get("requested") else None,
+        policy_hold=str(item.get("policy_hold") or ""),
+        held=str((item.get("held") or {}).get("reason", "")) if isinstance(item.get("held"), dict) else "",
     )
 
 
@@ -61,33 +87,64 @@ class SpecCache:
         return sweep
 
 
+# Names sweepq owns in every trial's environment: a sender's ``sweepq.env`` can never set them
+# (these exact names, and any SWEEPQ_* name); the operator policy may refuse more at intake.
+OWNED_NAMES = frozenset({"SWEEP_ID", "TRIAL_INDEX", "TRIAL_ID", "POD_NAME", "WANDB_RUN_GROUP", "WANDB_RUN_ID",
+                         "WANDB_NAME", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_SWEEP_ID", "WANDB_API_KEY"})
+OWNED_PREFIXES = ("SWEEPQ_",)
+
+
+def owned_name(name: str) -> bool:
+    return name in OWNED_NAMES or name.startswith(OWNED_PREFIXES)
+
+
 def trial_env(
-    settings: Settings, sweep: Sweep, sweep_id: str, launch: LaunchSettings, index: int, attempt: int, queue_url: str | None
+    settings: Settings, sweep: Sweep, sweep_id: str, launch: LaunchSettings, index: int, attempt: int,
+    wake_queue_url: str | None = None,
 ) -> dict[str, str]:
-    """The environment contract with the trainer (see trainer/README or the README's table)."""
+    """The environment contract with the trainer (CONTRACTS C2; the README's table).
+
+    The sender's ``launch.env`` is applied first and sweepq's own variables always win: a sweep
+    cannot set ``SWEEP_ID``, ``TRIAL_ID``, ``SWEEPQ_*`` or the W&B identity of its trials.
+    A sweep registered with W&B (``launch.wandb_sweep_id``) gives every trial ``WANDB_SWEEP_ID`` and
+    the ``WANDB_ENTITY``/``WANDB_PROJECT`` W&B filed it under, so each run appears under that sweep.
+    Trials get no handle on the sweep table or the sweep queue: metrics go to
+    ``SWEEPQ_METRICS_TABLE`` and the "trial finished" trigger to ``SWEEPQ_WAKE_QUEUE_URL``.
+    """
     tid = trial_id(sweep_id, index)
-    env = {
+    env = {name: value for name, value in launch.env.items() if not owned_name(name)}
+    ours = {
         "SWEEP_ID": sweep_id,
         "TRIAL_INDEX": str(index),
         "TRIAL_ID": tid,
         "SWEEPQ_ATTEMPT": str(attempt),
-        "SWEEPQ_TABLE": settings.table,
+        "SWEEPQ_JOB_NAME": job_name(sweep_id, index, attempt),
+        "SWEEPQ_KIND": launch.kind or settings.backend,
+        "SWEEPQ_METRICS_TABLE": str(settings.metrics_table),
         "WANDB_RUN_GROUP": sweep_id,
         "WANDB_RUN_ID": tid,
         "WANDB_NAME": tid,
     }
     project = sweep.spec.project or settings.wandb_project
+    entity = sweep.spec.entity
+    if launch.wandb_sweep_id:
+        # The W&B sweep producer submit registered: the run attaches to it at wandb.init, and only
+        # in the entity/project W&B filed the sweep under (validated plain names, like the id).
+        ours["WANDB_SWEEP_ID"] = launch.wandb_sweep_id
+        project = launch.wandb_project or project
+        entity = launch.wandb_entity or entity
     if project:
-        env["WANDB_PROJECT"] = project
-    if sweep.spec.entity:
-        env["WANDB_ENTITY"] = sweep.spec.entity
+        ours["WANDB_PROJECT"] = project
+    if entity:
+        ours["WANDB_ENTITY"] = entity
     if settings.output_dir:
-        env["SWEEPQ_OUTPUT_DIR"] = settings.output_dir
+        ours["SWEEPQ_OUTPUT_DIR"] = settings.output_dir
     elif launch.output_pvc:
-        env["SWEEPQ_OUTPUT_DIR"] = "/outputs"  # where the kube backends mount the PVC
-    if settings.wake and queue_url:
-        env["SWEEPQ_QUEUE_URL"] = queue_url
-    env.update(launch.env)
+        ours["SWEEPQ_OUTPUT_DIR"] = "/outputs"  # where the kube backends mount the PVC
+    wake_url = wake_queue_url or settings.wake_queue_url
+    if settings.wake and wake_url:
+        ours["SWEEPQ_WAKE_QUEUE_URL"] = wake_url
+    env.update(ours)
     return env
 
 
@@ -98,10 +155,19 @@ def launch_request(
     launch: LaunchSettings,
     index: int,
     attempt: int,
-    queue_url: str | None = None,
+    wake_queue_url: str | None = None,
+    *,
+    params: Mapping[str, Any] | None = None,
 ) -> LaunchRequest:
-    """The request for one trial attempt. Also used by ``producer submit --dry-run``."""
-    params = sweep.trial(index)
+    """The request for one trial attempt. Also used by ``producer submit --dry-run``.
+    ``wake_queue_url`` overrides ``settings.wake_queue_url`` (the dispatcher passes the URL it
+    resolved from ``SWEEPQ_WAKE_QUEUE_NAME``). ``params``: the trial's parameters as stored with
+    its claim (bayes: the engine's suggestion); without them they are ``sweep.trial(index)``,
+    which refuses a bayes trial (its parameters exist only on its trial item)."""
+    params = dict(params) if params is not None else sweep.trial(index)
+    if any(owned_name(name) for name in launch.env):
+        # backends merge launch.env under the request's env: hand them only the sender's own names
+        launch = launch.model_copy(update={"env": {k: v for k, v in launch.env.items() if not owned_name(k)}})
     return LaunchRequest(
         sweep_id=sweep_id,
         trial_index=index,
@@ -112,5 +178,5 @@ def launch_request(
         params=params,
         command=render_command(sweep, params),
         launch=launch,
-        env=trial_env(settings, sweep, sweep_id, launch, index, attempt, queue_url),
+        env=trial_env(settings, sweep, sweep_id, launch, index, attempt, wake_queue_url),
     )

@@ -4,8 +4,9 @@ A freed GPU or a new submission should not wait for the next scheduled tick. Wak
 daemon threads and signal a :class:`Waker`; the run loop ticks as soon as one fires (after a short
 debounce that coalesces a storm of events into one tick), and in any case every ``interval``:
 
-* :func:`watch_queue` — polls the queue's ``ApproximateNumberOfMessages`` (a receive would count
-  towards the DLQ's ``maxReceiveCount``; a cheap attribute read does not);
+* :func:`watch_queue` — polls the sweep queue's and the wake queue's ``ApproximateNumberOfMessages``
+  (a receive would count towards the DLQ's ``maxReceiveCount``; a cheap attribute read does not;
+  the tick deletes the wake queue's triggers unread);
 * :func:`watch_jobs` — a Kubernetes **watch** on each kind's resource with the sweepq label
   selector (reconnecting with backoff; any event wakes), or, for backends without one (``local``),
   a poll of ``observe()`` that wakes when a job's phase changes.
@@ -141,8 +142,9 @@ def run_loop(dispatcher: Any, *, interval: float, stop: threading.Event, until_i
 
 def start_watchers(dispatcher: Any, waker: Waker, stop: threading.Event, *, poll_s: float = 2.0) -> list[threading.Thread]:
     threads = []
-    if dispatcher.queue is not None:
-        threads.append(watch_queue(dispatcher.queue.client, dispatcher.queue.url, waker, stop, poll_s=max(poll_s, 1.0)))
+    for queue in (dispatcher.queue, getattr(dispatcher, "wake_queue", None)):  # submissions; trials' triggers
+        if queue is not None:
+            threads.append(watch_queue(queue.client, queue.url, waker, stop, poll_s=max(poll_s, 1.0)))
     for backend in dispatcher.backends.values():
         threads += watch_jobs(backend, waker, stop, poll_s=poll_s)
     return threads

@@ -6,14 +6,21 @@ Entry points (CLI, Lambda handler, CronJob) call :func:`build_dispatcher`; tests
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 from typing import Any, Callable
 
-from dispatcher.adapters.queue import Queue, resolve_queue_url
+from dispatcher.adapters.metrics import MetricsStore
+from dispatcher.adapters.queue import Queue, find_queue_url, resolve_queue_url
 from dispatcher.adapters.store import Store
+from dispatcher.core.errors import SweepqError
 from dispatcher.core.jobs import Backend
+from dispatcher.core.policy import Policy
 from dispatcher.settings import Settings
 from dispatcher.tick import Dispatcher
+
+log = logging.getLogger(__name__)
 
 
 def build_api_client(settings: Settings, session: Any) -> Any:
@@ -41,7 +48,22 @@ def backend_options(kind: str, settings: Settings) -> dict[str, Any]:
     return ttl
 
 
-def build_backends(settings: Settings, *, api_client: Any = None, session: Any = None, clock: Callable[[], float] = time.time) -> dict[str, Backend]:
+PolicyGetter = Callable[[], Policy]
+
+
+def build_policy(settings: Settings, *, session: Any = None) -> PolicyGetter:
+    """``SWEEPQ_POLICY`` as a zero-argument callable returning the current policy (re-read when the
+    file or SSM parameter changes; an invalid new version fails closed). Loaded once here so a
+    broken policy stops the deployment at start-up with the problems listed."""
+    from dispatcher.adapters.policy_source import PolicySource
+
+    source = PolicySource.from_setting(settings.policy, session=session)
+    source.get()
+    return source.get
+
+
+def build_backends(settings: Settings, *, api_client: Any = None, session: Any = None, clock: Callable[[], float] = time.time,
+                   policy: PolicyGetter | None = None) -> dict[str, Backend]:
     from dispatcher.backends import make_backend
 
     backends: dict[str, Backend] = {}
@@ -51,9 +73,44 @@ def build_backends(settings: Settings, *, api_client: Any = None, session: Any =
             continue
         if api_client is None:
             api_client = build_api_client(settings, session)
+        if policy is None:
+            policy = build_policy(settings, session=session)
         backends[kind] = make_backend(kind, api_client=api_client, namespace=settings.namespace,
-                                      **backend_options(kind, settings))
+                                      **backend_options(kind, settings), **kube_options(kind, settings, policy))
     return backends
+
+
+def kube_options(kind: str, settings: Settings, policy: PolicyGetter) -> dict[str, Any]:
+    """What every Kubernetes kind renders from the settings and the operator policy: the pods' grace
+    period (a TrainJob's comes from its runtime) and the Kueue priority class of a sweep's priority
+    (``kueue.priority_classes`` of the policy as it is when the job is rendered)."""
+    current = policy
+
+    def priority_class(priority: int, team: str | None) -> str | None:
+        return current().priority_class(priority, team)
+
+    options: dict[str, Any] = {"kueue_priority_classes": priority_class}
+    if kind != "trainjob":
+        options["termination_grace_s"] = settings.termination_grace_s
+    if kind == "template":
+        options["policy"] = policy
+    return options
+
+
+def wake_queue_url(settings: Settings, sqs: Any) -> str | None:
+    """``SWEEPQ_WAKE_QUEUE_URL``, else the URL of ``SWEEPQ_WAKE_QUEUE_NAME`` if that queue exists.
+    Without one, trials get no wake queue (the schedule still ticks)."""
+    if settings.wake_queue_url:
+        return settings.wake_queue_url
+    try:
+        url = find_queue_url(sqs, str(settings.wake_queue_name))
+    except SweepqError as exc:  # not permitted, throttled: the wake queue is an optimisation, never a blocker
+        log.warning("wake queue %r not usable: %s", settings.wake_queue_name, exc)
+        return None
+    if url is None:
+        log.info("no wake queue %r: trials send no 'trial finished' trigger (create it with `dispatcher bootstrap`)",
+                 settings.wake_queue_name)
+    return url
 
 
 def build_dispatcher(
@@ -63,14 +120,23 @@ def build_dispatcher(
     api_client: Any = None,
     backends: dict[str, Backend] | None = None,
     clock: Callable[[], float] = time.time,
+    policy: PolicyGetter | None = None,
 ) -> Dispatcher:
     if session is None:
         import boto3
 
         session = boto3.session.Session()
-    store = Store(settings.table, session.client("dynamodb"))
+    if policy is None:
+        policy = build_policy(settings, session=session)
+    dynamodb = session.client("dynamodb")
+    store = Store(settings.table, dynamodb, scope=settings.dispatcher_scope)
+    metrics = MetricsStore(str(settings.metrics_table), dynamodb)  # the trials' metrics (CONTRACTS C1)
     sqs = session.client("sqs")
     queue = Queue(sqs, resolve_queue_url(sqs, url=settings.queue_url, name=settings.queue_name))
+    wake_url = wake_queue_url(settings, sqs) if settings.wake else None
+    if wake_url and wake_url != settings.wake_queue_url:
+        settings = dataclasses.replace(settings, wake_queue_url=wake_url)
     if backends is None:
-        backends = build_backends(settings, api_client=api_client, session=session, clock=clock)
-    return Dispatcher(settings=settings, store=store, queue=queue, backends=backends, clock=clock)
+        backends = build_backends(settings, api_client=api_client, session=session, clock=clock, policy=policy)
+    return Dispatcher(settings=settings, store=store, queue=queue, backends=backends, clock=clock,
+                      wake_queue=Queue(sqs, wake_url) if wake_url else None, policy=policy, metrics=metrics)

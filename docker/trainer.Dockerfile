@@ -29,12 +29,32 @@ COPY trainer/ trainer/
 RUN pip install --no-deps . \
  && python -c "import trainer, torch.distributed.run"
 
-# Non-root; HOME and outputs on writable paths (mount the RWX volume at SWEEPQ_OUTPUT_DIR).
-RUN groupadd --gid 10001 sweepq && useradd --uid 10001 --gid 10001 --home-dir /home/sweepq --create-home sweepq \
- && mkdir -p /workspace/outputs && chown sweepq:sweepq /workspace/outputs
+# Non-root, numeric (trial pods run with runAsNonRoot; Pod Security `restricted`): UID/GID 10001,
+# the runAsUser every Kubernetes kind renders (dispatcher/backends/kube_options.py TRIAL_UID). Not
+# 1000: that is ec2-user on Amazon Linux EKS nodes, and a trial should share no UID with the node.
+# Writable paths are only /tmp (HOME, TMPDIR and every cache: Hugging Face, torch, Triton,
+# matplotlib, W&B) and /outputs (SWEEPQ_OUTPUT_DIR; the outputs PVC is mounted over it), both
+# sticky and world-writable so that a pod run as another numeric UID works too; /dev/shm is the
+# memory emptyDir the backends mount. Nothing else is written, so the root filesystem may be
+# read-only.
+RUN groupadd --gid 10001 sweepq \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp sweepq \
+ && mkdir -p /outputs && chmod 1777 /outputs /tmp
 USER 10001:10001
-ENV HOME=/home/sweepq
-WORKDIR /workspace
+ENV HOME=/tmp \
+    TMPDIR=/tmp \
+    XDG_CACHE_HOME=/tmp/.cache \
+    XDG_CONFIG_HOME=/tmp/.config \
+    HF_HOME=/tmp/.cache/huggingface \
+    TORCH_HOME=/tmp/.cache/torch \
+    TORCHINDUCTOR_CACHE_DIR=/tmp/.cache/torchinductor \
+    TRITON_CACHE_DIR=/tmp/.cache/triton \
+    MPLCONFIGDIR=/tmp/.cache/matplotlib \
+    WANDB_DIR=/tmp/wandb \
+    WANDB_CACHE_DIR=/tmp/.cache/wandb \
+    WANDB_CONFIG_DIR=/tmp/.config/wandb \
+    SWEEPQ_OUTPUT_DIR=/outputs
+WORKDIR /tmp
 
 # The dispatcher's job manifests pass `torchrun` flags then `-m trainer --key=value ...` as args.
 ENTRYPOINT ["torchrun"]

@@ -74,3 +74,17 @@ class Aws:
             user = local_user()
             log.debug("caller identity unavailable (%s); using %s", exc, user)
             return user
+
+
+def queue_depth(sqs: Any, url: str) -> dict[str, int] | None:
+    """How many messages the queue holds, as far as SQS tells (``sqs:GetQueueAttributes``):
+    ``waiting`` to be received, ``in_flight`` received and not deleted yet, ``delayed``. None when
+    this identity may not ask (the researcher policy grants only SendMessage) or SQS cannot say."""
+    names = {"ApproximateNumberOfMessages": "waiting", "ApproximateNumberOfMessagesNotVisible": "in_flight",
+             "ApproximateNumberOfMessagesDelayed": "delayed"}
+    try:
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=list(names))["Attributes"]
+    except (BotoCoreError, ClientError, KeyError) as exc:
+        log.debug("queue depth of %s unavailable: %s", url, exc)
+        return None
+    return {short: int(attrs.get(name, 0)) for name, short in names.items()}

@@ -1,8 +1,8 @@
-"""Printing for the producer: JSON for scripts, rich text for people, one line per error.
+"""Printing for the producer: JSON for scripts, rich text for people, errors as the CLI kit says.
 
 Text goes through rich (colour only on a terminal; ``NO_COLOR`` is honoured by rich itself).
 Markup is off everywhere: sweep files are full of ``[...]`` that rich would eat otherwise.
-JSON is plain ``json.dumps`` on stdout, never coloured. Errors go to stderr, one line each.
+JSON is plain ``json.dumps`` on stdout, never coloured. Errors: see :mod:`dispatcher.clikit`.
 """
 
 from __future__ import annotations
@@ -10,26 +10,21 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
-import logging
-import os
-import sys
 from typing import Any, Iterator, Mapping, Sequence
 
-import typer
+from rich import box
 from rich.console import Console
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from dispatcher import clikit
+from dispatcher.clikit import Output, debug, emit_json
 from dispatcher.core.errors import ConfigError, MessageError, NotFound, PermanentError, SpecError, SweepqError
+from dispatcher.core.results import TrialRow
+from dispatcher.results_view import STATE_STYLE, failure_lines, footnotes, results_table
 
-log = logging.getLogger(__name__)
-DEBUG_ENV = "SWEEPQ_DEBUG"
-# Exceptions the CLI framework handles itself (usage errors exit 2). Typer ≥0.20 vendors click, so
-# its classes are found through typer rather than imported from click.
-_FRAMEWORK = (typer.Exit, typer.Abort, BrokenPipeError) + tuple(
-    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
-)
+__all__ = ["Exit", "Output", "cli_errors", "console", "debug", "emit_json", "exit_code"]
 
 
 class Exit(enum.IntEnum):
@@ -37,34 +32,10 @@ class Exit(enum.IntEnum):
     INVALID = 1  # the sweep file (or the message built from it) is invalid
     USAGE = 2  # bad flags or arguments (click's own code for usage errors)
     CONFIG = 3  # AWS or configuration: no queue, no credentials, no region, table missing
-    NOT_FOUND = 4  # the sweep does not exist
+    NOT_FOUND = 4  # the sweep (or trial, or log) does not exist
 
 
-class Output(str, enum.Enum):
-    text = "text"
-    json = "json"
-
-
-def debug() -> bool:
-    return os.environ.get(DEBUG_ENV, "") not in ("", "0", "false", "no")
-
-
-def console(*, stderr: bool = False) -> Console:
-    return Console(stderr=stderr, markup=False, highlight=False, emoji=False, soft_wrap=True)
-
-
-def emit_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False, default=str) + "\n")
-
-
-def error_lines(exc: BaseException) -> list[str]:
-    if isinstance(exc, SpecError):
-        head = f"{exc.source}: " if exc.source else ""
-        return [f"error: {head}{p}" for p in exc.problems]
-    return [f"error: {line}" for line in str(exc).splitlines() or [type(exc).__name__]]
-
-
-def exit_code(exc: BaseException) -> Exit:
+def exit_code(exc: BaseException) -> int:
     if isinstance(exc, NotFound):
         return Exit.NOT_FOUND
     if isinstance(exc, (SpecError, MessageError, PermanentError)):
@@ -75,29 +46,20 @@ def exit_code(exc: BaseException) -> Exit:
 
 
 @contextlib.contextmanager
-def cli_errors() -> Iterator[None]:
-    """Turn our typed errors into one line per problem on stderr and the documented exit code.
+def cli_errors(output: Output = Output.text) -> Iterator[None]:
+    """Our typed errors → one line per problem on stderr (or one JSON object on stdout with
+    ``-o json``) and the documented exit code. A missing FILE is a usage error (exit 2)."""
+    import typer
 
-    Click's own exceptions (usage errors, ``typer.Exit``) pass through untouched. Anything
-    unexpected prints one line too, unless ``SWEEPQ_DEBUG=1`` asks for the traceback.
-    """
-    try:
-        yield
-    except _FRAMEWORK:
-        raise  # usage errors exit 2; a closed pipe (`producer expand | head`) is the framework's business
-    except SweepqError as exc:
-        if debug():
-            raise
-        for line in error_lines(exc):
-            typer.echo(line, err=True)
-        raise typer.Exit(int(exit_code(exc))) from exc
-    except FileNotFoundError as exc:
-        raise typer.BadParameter(f"{exc.args[0] if exc.args else exc!s}: no such file", param_hint="FILE") from exc
-    except Exception as exc:  # noqa: BLE001 - the CLI promises no tracebacks
-        if debug():
-            raise
-        typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for the traceback)", err=True)
-        raise typer.Exit(int(Exit.INVALID)) from exc
+    with clikit.cli_errors(output, exit_code, handled=(SweepqError,)):
+        try:
+            yield
+        except FileNotFoundError as exc:
+            raise typer.BadParameter(f"{exc.args[0] if exc.args else exc!s}: no such file", param_hint="FILE") from exc
+
+
+def console(*, stderr: bool = False) -> Console:
+    return Console(stderr=stderr, markup=False, highlight=False, emoji=False, soft_wrap=True)
 
 
 def compact(value: Any) -> str:
@@ -107,8 +69,8 @@ def compact(value: Any) -> str:
 # -- validate ---------------------------------------------------------------------------------------
 
 def breakdown_line(breakdown: Sequence[tuple[str, int]], total: int, method: str, run_cap: int | None) -> str:
-    if method == "random":
-        return f"random: {total:,} trials (run_cap)"
+    if method in ("random", "bayes"):
+        return f"{method}: {total:,} trials (run_cap)"
     word = "trial" if total == 1 else "trials"
     if not breakdown:
         return f"1 {word} (constants only)"
@@ -140,36 +102,21 @@ def print_invalid(source: str, problems: Sequence[str]) -> None:
 
 # -- status / list ----------------------------------------------------------------------------------
 
-STATE_STYLE = {"ACTIVE": "cyan", "COMPLETED": "green", "FAILED": "red", "CANCELLED": "yellow", "REJECTED": "red"}
-
-
-def swept_only(params: Any, swept: set[str] | None) -> Any:
-    """The swept parameters of a trial, dotted (``optimizer.lr``); constants add nothing to a table."""
-    if swept is None or not isinstance(params, Mapping):
-        return params
-    flat: dict[str, Any] = {}
-
-    def walk(node: Mapping[str, Any], prefix: str) -> None:
-        for key, value in node.items():
-            name = f"{prefix}{key}"
-            if name in swept:
-                flat[name] = value
-            elif isinstance(value, Mapping):
-                walk(value, name + ".")
-
-    walk(params, "")
-    return flat
-
-
-def print_status(doc: Mapping[str, Any], name: str, trials: Sequence[Mapping[str, Any]] | None,
-                 swept: set[str] | None = None) -> None:
+def _header(doc: Mapping[str, Any], name: str) -> None:
     out = console()
     state = str(doc["state"])
     out.print(Text.assemble(("sweep ", ""), (str(doc["sweep_id"]), "bold"), (f"  {name}" if name else "", ""),
                             ("  ", ""), (state, STATE_STYLE.get(state, ""))))
-    out.print(f"submitted by {doc['submitter'] or '?'} at {doc['submitted_at'] or '?'}")
+    out.print(f"submitted by {short_submitter(str(doc['submitter'] or '?'))} at {doc['submitted_at'] or '?'}")
+
+
+def print_status(doc: Mapping[str, Any], name: str, rows: Sequence[TrialRow] | None, *, params: Sequence[str] = (),
+                 attempts: int | None = None, shown: str = "", gpus_per_trial: int = 0) -> None:
+    out = console()
+    _header(doc, name)
+    state = str(doc["state"])
     c, total = doc["counts"], int(doc["total"])
-    done = c["succeeded"] + c["failed"] + c["cancelled"]
+    done = c["succeeded"] + c["failed"] + c["cancelled"] + c.get("early_stopped", 0)
     if total:
         bar = Table.grid(padding=(0, 1))
         bar.add_row(ProgressBar(total=total, completed=done, width=40),
@@ -178,18 +125,51 @@ def print_status(doc: Mapping[str, Any], name: str, trials: Sequence[Mapping[str
     out.print("  ".join(f"{key.replace('_', ' ')} {value:,}" for key, value in c.items()))
     best = doc["best"]
     if best:
-        out.print(f"best: trial {best.get('trial_index')} {best.get('metric')}={best.get('value')} "
+        value = best.get("value")
+        shown_value = f"{value:.4f}" if isinstance(value, float) else str(value)
+        out.print(f"best: trial {best.get('trial_index')} {best.get('metric')}={shown_value} "
                   f"({best.get('goal', '')}) {compact(best.get('params', {}))}")
     if doc["reason"]:
         out.print(Text.assemble(("reason: ", "bold"), (str(doc["reason"]), STATE_STYLE.get(state, ""))))
-    if trials is not None:
-        table = Table("index", "params" if swept is None else "swept params", "state", "attempt", "metric", show_edge=False)
-        for row in trials:
-            table.add_row(str(row["index"]), compact(swept_only(row["params"], swept)), str(row["state"]), str(row["attempt"]),
-                          "" if row["metric"] is None else str(row["metric"]))
-        out.print(table if trials else "no trial has been launched yet")
-        if c["not_started"]:
-            out.print(f"{c['not_started']:,} more trial{'s' if c['not_started'] != 1 else ''} not started yet")
+    if doc.get("policy_hold"):
+        out.print(Text.assemble(("held by the operator policy: ", "bold yellow"), str(doc["policy_hold"])))
+    if state == "PAUSED":
+        out.print(f"paused: no new trial starts, running ones go on — `producer resume {doc['sweep_id']}` continues it")
+    refused = doc.get("control_refused")
+    if refused:
+        out.print(Text.assemble(("refused: ", "bold"), (str(refused["reason"]), "yellow")))
+    if rows is None:
+        return
+    if not rows:
+        out.print("no trial has been launched yet")
+    else:
+        best_index = best.get("trial_index") if best else None
+        out.print(results_table(rows, params=params, metric_name=doc.get("metric"), goal=str(doc.get("goal", "minimize")),
+                                best_index=best_index, attempts=attempts, width=out.width))
+        for line in footnotes(rows, gpus_per_trial=gpus_per_trial) + ([shown] if shown else []):
+            out.print(line)
+        lines = failure_lines(rows, str(doc["sweep_id"]))
+        if lines:
+            out.print("")
+            for line in lines:
+                out.print(line)
+    if c["not_started"]:
+        out.print(f"{c['not_started']:,} more trial{'s' if c['not_started'] != 1 else ''} not started yet")
+
+
+def print_queued(doc: Mapping[str, Any], name: str) -> None:
+    out = console()
+    _header(doc, name)
+    queue = doc.get("queue") or {}
+    depth = queue.get("depth")
+    out.print(f"{int(doc['total']):,} trials, none stored yet: the submit message is in the queue {queue.get('url') or ''}")
+    if depth is None:
+        out.print("queue depth unknown (this identity may not call sqs:GetQueueAttributes)")
+    else:
+        out.print(f"the queue holds ~{depth.get('waiting', 0):,} message(s) waiting and ~{depth.get('in_flight', 0):,} "
+                  "being taken by a dispatcher (SQS gives no position)")
+    out.print("the dispatcher stores it on its next tick; if it never does, check that a dispatcher runs "
+              "(`dispatcher run`, the CronJob or the Lambda) and its logs")
 
 
 def short_submitter(arn: str) -> str:
@@ -197,20 +177,29 @@ def short_submitter(arn: str) -> str:
     return arn.rsplit("/", 1)[-1] if arn.startswith("arn:") else arn
 
 
+def _progress(row: Mapping[str, Any]) -> str:
+    text = f"{row['finished']:,}/{row['total']:,}"
+    failed = int(row.get("failed") or 0)
+    return f"{text} ({failed:,} failed)" if failed and row.get("state") != "FAILED" else text
+
+
 def print_list(rows: Sequence[Mapping[str, Any]], table_name: str) -> None:
     out = console()
     if not rows:
         out.print(f"no sweeps in table {table_name}")
         return
-    table = Table(show_edge=False)
-    table.add_column("sweep id", no_wrap=True, min_width=21)  # ids are copied into other commands: never cut
-    table.add_column("name")
-    table.add_column("submitter")
-    for header in ("state", "progress", "submitted"):
-        table.add_column(header, no_wrap=True)
-    for row in rows:
+    cells = [[str(r["sweep_id"]), str(r["name"]), short_submitter(str(r["submitter"])), str(r["state"]), _progress(r),
+              str(r["submitted_at"])[:16].replace("T", " ") + ("Z" if r["submitted_at"] else "")] for r in rows]
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    for col, header in enumerate(("sweep id", "name", "submitter", "state", "progress", "submitted")):
+        width = max([len(header)] + [len(c[col]) for c in cells])
+        shrinks = header in ("name", "submitter")  # ids, states and numbers are never cut
+        table.add_column(header, no_wrap=True, overflow="ellipsis", min_width=min(width, 12) if shrinks else width)
+    for row, cell in zip(rows, cells):
         state = str(row["state"])
-        table.add_row(str(row["sweep_id"]), str(row["name"]), short_submitter(str(row["submitter"])),
-                      Text(state, STATE_STYLE.get(state, "")), f"{row['finished']:,}/{row['total']:,}",
-                      str(row["submitted_at"])[:16].replace("T", " ") + ("Z" if row["submitted_at"] else ""))
+        table.add_row(*cell[:3], Text(state, STATE_STYLE.get(state, "")), *cell[4:])
     out.print(table)
+    queued = sum(1 for r in rows if r["state"] == "QUEUED")
+    if queued:
+        out.print(f"{queued} sweep{'s' if queued != 1 else ''} QUEUED: sent from this machine, not stored by a "
+                  "dispatcher yet (`producer status ID` shows the queue)")

@@ -8,6 +8,10 @@ Launch settings are merged field by field, later layers winning (:func:`launch_l
       < $SWEEPQ_BACKEND (kind) and $SWEEPQ_IMAGE (image)
       < the file's ``sweepq:`` block
       < command-line flags
+
+The team defaults may also say whether sweeps are registered with W&B (``wandb_sweep: true|false``,
+``$SWEEPQ_WANDB_SWEEP`` over it): a producer-only choice, popped before the launch settings are
+validated and never sent (:func:`team_defaults`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import math
 import os
 import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -31,6 +36,7 @@ from dispatcher.core.message import SubmitMessage, encode_submit
 from dispatcher.core.spec import Sweep, resolve_launch, validate_sweep
 from dispatcher.core.yamlsafe import MAX_SPEC_BYTES, load_yaml
 from dispatcher.settings import ENV, Settings
+from producer.hints import improve
 
 DEFAULTS_ENV = "SWEEPQ_DEFAULTS"
 IMAGE_ENV = "SWEEPQ_IMAGE"
@@ -79,14 +85,17 @@ def json_problems(value: Any, where: str = "") -> list[str]:
     return problems
 
 
-def parse_sweep(data: bytes, *, source: str, max_grid_size: int) -> Sweep:
-    """Parse and validate a sweep file. Raises :class:`SpecError` listing every problem."""
+def parse_sweep(data: bytes, *, source: str, max_grid_size: int, launchable: bool = False) -> Sweep:
+    """Parse and validate a sweep file. Raises :class:`SpecError` listing every problem, each with
+    a fix that works (:mod:`producer.hints`). ``launchable`` (``submit``) also asks for what a launch
+    needs and ``validate``/``expand`` do not (a ``program`` — W&B files written for
+    ``wandb.agent(function=...)`` have none)."""
     raw = load_yaml(data, source=source)
     not_json = json_problems(raw) if isinstance(raw, dict) else []
     try:
-        sweep = validate_sweep(raw, source=source, max_grid_size=max_grid_size)
+        sweep = validate_sweep(raw, source=source, max_grid_size=max_grid_size, launchable=launchable)
     except SpecError as exc:
-        raise SpecError(not_json + exc.problems, source=source) from exc
+        raise SpecError(not_json + [improve(p) for p in exc.problems], source=source) from exc
     if not_json:
         raise SpecError(not_json, source=source)
     return sweep
@@ -106,14 +115,29 @@ def _layer_problems(exc: ValidationError, where: str) -> list[str]:
     return out
 
 
-def launch_layers(defaults_file: str | None, env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The team-defaults layer: the defaults file (if any), then ``$SWEEPQ_BACKEND`` / ``$SWEEPQ_IMAGE``.
+# A producer-only team default (never a launch setting, never in the message): register every sweep
+# with W&B (true), never (false); absent = automatic, when the submitter has W&B credentials.
+WANDB_SWEEP_KEY = "wandb_sweep"
+WANDB_SWEEP_ENV = "SWEEPQ_WANDB_SWEEP"
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+@dataclass(frozen=True)
+class TeamDefaults:
+    launch: dict[str, Any]  # the team-defaults layer of the launch settings
+    wandb_sweep: bool | None  # register with W&B: the team's choice, None = automatic
+
+
+def team_defaults(defaults_file: str | None, env: Mapping[str, str] | None = None) -> TeamDefaults:
+    """The team defaults: the defaults file (if any), then ``$SWEEPQ_BACKEND`` / ``$SWEEPQ_IMAGE``
+    (launch settings) and ``$SWEEPQ_WANDB_SWEEP`` (over the file's ``wandb_sweep:``).
 
     Raises :class:`ConfigError` (exit 3) when the defaults are unreadable or invalid on their own.
     """
     env = os.environ if env is None else env
     path = defaults_file or env.get(DEFAULTS_ENV) or None
     layer: dict[str, Any] = {}
+    wandb_sweep: bool | None = None
     if path:
         where = f"{DEFAULTS_ENV if not defaults_file else '--defaults'} {path}"
         try:
@@ -126,21 +150,63 @@ def launch_layers(defaults_file: str | None, env: Mapping[str, str] | None = Non
             raise ConfigError("\n".join(f"{where}: {p}" for p in exc.problems)) from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"{where}: must be a mapping of launch settings (image:, gpus_per_node:, ...)")
+        loaded = dict(loaded)
+        if WANDB_SWEEP_KEY in loaded:
+            wandb_sweep = loaded.pop(WANDB_SWEEP_KEY)
+            if not isinstance(wandb_sweep, bool):
+                raise ConfigError(f"{where}: {WANDB_SWEEP_KEY}: {str(wandb_sweep)[:40]!r} is not true or false — write "
+                                  f"{WANDB_SWEEP_KEY}: true (register every sweep with W&B), false (never), or omit it")
         layer.update(loaded)
     if env.get(ENV["backend"]):
         layer["kind"] = env[ENV["backend"]]
     if env.get(IMAGE_ENV):
         layer["image"] = env[IMAGE_ENV]
+    if env.get(WANDB_SWEEP_ENV):
+        text = env[WANDB_SWEEP_ENV].strip().lower()
+        if text not in _TRUE + _FALSE:
+            raise ConfigError(f"{WANDB_SWEEP_ENV}: {env[WANDB_SWEEP_ENV][:40]!r} is not true or false — set it to "
+                              "true, false, or unset it (automatic: register when you have W&B credentials)")
+        wandb_sweep = text in _TRUE
     try:
         merge_launch(layer)
     except ValidationError as exc:
         raise ConfigError("\n".join(_layer_problems(exc, f"team defaults ({path or 'environment'})"))) from exc
-    return layer
+    return TeamDefaults(launch=layer, wandb_sweep=wandb_sweep)
+
+
+def launch_layers(defaults_file: str | None, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The team-defaults layer of the launch settings (:func:`team_defaults`)."""
+    return team_defaults(defaults_file, env).launch
 
 
 def resolve(sweep: Sweep, *, defaults: dict[str, Any], overrides: dict[str, Any]) -> LaunchSettings:
-    """Team defaults < the file's ``sweepq:`` block < flags. SpecError (exit 1) on conflicts."""
-    return resolve_launch(sweep, defaults=defaults, overrides={k: v for k, v in overrides.items() if v is not None})
+    """Team defaults < the file's ``sweepq:`` block < flags. SpecError (exit 1) on conflicts.
+    ``overrides`` holds only the flags given (an explicit ``None`` unsets a key)."""
+    try:
+        return resolve_launch(sweep, defaults=defaults, overrides=overrides)
+    except SpecError as exc:
+        raise SpecError([improve(p) for p in exc.problems], source=exc.source) from exc
+
+
+def file_block(sweep: Sweep) -> dict[str, Any]:
+    block = sweep.raw.get("sweepq") if isinstance(sweep.raw, dict) else None
+    return dict(block) if isinstance(block, dict) else {}
+
+
+def kind_source(*, defaults: dict[str, Any], overrides: dict[str, Any], block: dict[str, Any],
+                env: Mapping[str, str] | None = None) -> str:
+    """Where the job kind of a submit comes from, for ``--dry-run`` to say it ("" = nowhere: the
+    dispatcher's own ``SWEEPQ_BACKEND`` decides)."""
+    env = os.environ if env is None else env
+    if overrides.get("kind"):
+        return "--kind"
+    if block.get("kind"):
+        return "the file's sweepq.kind"
+    if env.get(ENV["backend"]):
+        return f"${ENV['backend']}"
+    if defaults.get("kind"):
+        return "the team defaults"
+    return ""
 
 
 def launch_payload(launch: LaunchSettings) -> dict[str, Any]:

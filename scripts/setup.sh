@@ -15,3 +15,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e ".[trainer,dev]"
   touch "$stamp"
 fi
+# checkov (tests/infra/test_checkov.py) pins libraries far below ours: it gets its own venv.
+if [ ! -x build/checkov-venv/bin/checkov ]; then
+  "$PY" -m venv build/checkov-venv
+  build/checkov-venv/bin/python -m pip install -q -r tests/infra/checkov-requirements.txt
+fi

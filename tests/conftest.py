@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 
 import pytest
 
@@ -13,6 +14,8 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_SESSION_TOKEN", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ["WANDB_MODE"] = "offline"
+# `producer submit` keeps a record of what it sent in $SWEEPQ_HOME: never the developer's own home in tests.
+os.environ["SWEEPQ_HOME"] = tempfile.mkdtemp(prefix="sweepq-home-")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 

@@ -1,26 +1,26 @@
 """A Kubernetes API emulator for sweepq tests, reachable over real HTTP by the official client.
 
-It wraps kmock 0.8's ``KubernetesEmulator`` (an in-memory object store behind an aiohttp server)
-and closes the gaps that matter for job backends (:class:`SweepqKubeEmulator`):
+Three parts:
 
-* ``labelSelector`` on lists is honoured (``k=v``, ``k!=v``, ``k``, ``!k``, ``k in (a,b)``, ``notin``);
-* create answers **201** with the stored object (kmock: 200, so the client's ``201: object`` map
-  returned ``None``), a duplicate create answers **409 AlreadyExists**, a delete/patch/get of a
-  missing object **404 NotFound** — all as ``kind: Status`` bodies like the real API server;
-* objects get ``uid``, ``resourceVersion`` (bumped on every write), ``creationTimestamp``,
-  ``generation``; **PUT** replaces (409 on a stale resourceVersion); **PATCH** merges, including
-  the ``/status`` subresource; delete cascades to objects whose ownerReferences point at it;
-* only *installed* resources are served (default: batch/v1 jobs, v1 pods, the PyTorchJob,
-  ElasticJob and TrainJob CRDs); others answer 404 like a cluster without the CRD;
-* a request counter per ``(verb, plural)``, and fault injection: the next N requests to a
-  resource answer 429/500/... or hang (then 504) — for benchmarks and reliability tests.
+* ``kube_server.SweepqKubeEmulator`` — the HTTP side: kmock 0.8's in-memory ``KubernetesEmulator``
+  with label selectors, real status codes (201 create, 409 AlreadyExists, 404 NotFound as
+  ``Status`` bodies), server-set metadata, PUT/PATCH (incl. ``/status``), owner-reference garbage
+  collection, only *installed* resources served (default: batch/v1 jobs, v1 pods, the PyTorchJob,
+  ElasticJob and TrainJob CRDs), request counts per ``(verb, plural)`` and fault injection; and
+  **upstream validation**: a batch Job, PyTorchJob or TrainJob that upstream's own models or
+  webhooks reject is refused with 422 (``upstream_models``), so no test can pass on a manifest a
+  real cluster would mangle. A TrainJob needs its ClusterTrainingRuntime: ``torch-distributed``
+  (upstream's default shape) and sweepq's ``sweepq-torch-distributed`` are installed.
+* ``kube_status`` — what the operators and the kubelet write (job statuses, pods and their
+  failure states); ``kube_kueue`` — Kueue's webhook, Workloads, quota admission, eviction.
+* this module — :class:`KubeEmulator`, running the server on 127.0.0.1 in a background thread
+  with its own event loop, so synchronous code (the dispatcher) talks to it through
+  ``kubernetes.client`` exactly as to a cluster; the ``kube`` fixture (one server per test
+  process, reset before each test).
 
-The server runs in a background thread with its own event loop, so synchronous code (the
-dispatcher) talks to it through ``kubernetes.client`` exactly as to a cluster. Use the ``kube``
-fixture (registered in ``tests/conftest.py``) or ``with KubeEmulator() as kube:``; one server per
-test process is shared and reset before each test.
-Helpers: ``kube.api_client``, ``kube.set_job_phase(kind, name, phase)``, ``kube.patch_status``,
-``kube.list_objects(kind)``, ``kube.count(verb, kind)``, ``kube.fail_next``, ``kube.hang_next``.
+Helpers: ``kube.api_client``, ``kube.set_job_phase(kind, name, phase)``, ``kube.put_pods``,
+``kube.patch_status``, ``kube.list_objects(kind)``, ``kube.count(verb, kind)``, ``kube.fail_next``,
+``kube.hang_next``, ``kube.kueue`` (``install``, ``evict``, ``admitted``, ... see ``kube_kueue``).
 """
 
 from __future__ import annotations
@@ -29,20 +29,19 @@ import asyncio
 import atexit
 import collections
 import copy
-import datetime as dt
-import itertools
-import re
 import threading
-import uuid
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Iterable, Iterator
 
-import aiohttp.web
-import attrs
 import kmock
 import pytest
+import yaml
 
 from dispatcher.core.jobs import JobPhase
+from kube_kueue import GROUP as KUEUE_GROUP
+from kube_kueue import KueueConfig, KueueSim, Quota, config_from_manifests
+from kube_server import SweepqKubeEmulator, _Fault, selector_matcher  # noqa: F401 - re-exported for tests
+from kube_status import condition, job_pods, job_status_patch, running, worker_pods  # noqa: F401 - re-exported
 
 # Short names → (group, version, plural). Anything else: "group/version/plural" or "v1/plural".
 KINDS: dict[str, tuple[str, str, str]] = {
@@ -51,11 +50,29 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "trainjob": ("trainer.kubeflow.org", "v1alpha1", "trainjobs"),
     "job": ("batch", "v1", "jobs"),
     "pod": ("", "v1", "pods"),
+    "workload": (KUEUE_GROUP, "v1beta2", "workloads"),
 }
 DEFAULT_INSTALLED = ("pytorchjob", "elasticjob", "trainjob", "job", "pod")
-REQUEST_LOG_LIMIT = 5000
-_REASONS = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 409: "Conflict", 422: "Invalid",
-            429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout"}
+SUSPEND_PATHS = {"job": ("spec", "suspend"), "trainjob": ("spec", "suspend"),
+                 "pytorchjob": ("spec", "runPolicy", "suspend")}
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_RUNTIME = ROOT / "infra" / "k8s" / "components" / "trainjob-runtime" / "runtime.yaml"
+
+
+def upstream_torch_runtime() -> dict[str, Any]:
+    """The shape of upstream's ``torch-distributed`` ClusterTrainingRuntime that a TrainJob can see
+    (a ``node`` replicated job with a ``node`` container, the trainer ancestor label)."""
+    return {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "ClusterTrainingRuntime",
+            "metadata": {"name": "torch-distributed", "labels": {"trainer.kubeflow.org/framework": "torch"}},
+            "spec": {"mlPolicy": {"numNodes": 1, "torch": {}}, "template": {"spec": {"replicatedJobs": [{
+                "name": "node", "template": {
+                    "metadata": {"labels": {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}},
+                    "spec": {"template": {"spec": {"containers": [{"name": "node", "image": "pytorch/pytorch"}]}}}}}]}}}}
+
+
+def default_runtimes() -> dict[str, dict[str, Any]]:
+    shipped = yaml.safe_load(SHIPPED_RUNTIME.read_text())
+    return {"torch-distributed": upstream_torch_runtime(), shipped["metadata"]["name"]: shipped}
 
 
 def resolve(kind: str) -> tuple[str, str, str]:
@@ -67,206 +84,6 @@ def resolve(kind: str) -> tuple[str, str, str]:
     if len(parts) == 3:
         return parts[0], parts[1], parts[2]
     raise ValueError(f"unknown kind {kind!r}: use one of {sorted(KINDS)} or 'group/version/plural'")
-
-
-def now_rfc3339() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# --------------------------------------------------------------------------- label selectors
-
-_SELECTOR_TERM = re.compile(
-    r"^(?P<neg>!)?(?P<key>[A-Za-z0-9._/-]+)(?:(?P<op>==|=|!=)(?P<value>[A-Za-z0-9._-]*)"
-    r"|\s+(?P<set>in|notin)\s*\((?P<values>[^)]*)\))?$"
-)
-
-
-def selector_matcher(selector: str | None) -> Callable[[dict[str, str]], bool]:
-    """A predicate over labels for a Kubernetes label selector string (equality- and set-based)."""
-    terms = [t.strip() for t in re.split(r",(?![^(]*\))", selector or "") if t.strip()]
-    checks: list[Callable[[dict[str, str]], bool]] = []
-    for term in terms:
-        match = _SELECTOR_TERM.match(term)
-        if not match:
-            raise ValueError(f"unparsable label selector term {term!r}")
-        key, op, value = match["key"], match["op"], match["value"]
-        if match["neg"]:
-            checks.append(lambda labels, k=key: k not in labels)
-        elif op in ("=", "=="):
-            checks.append(lambda labels, k=key, v=value: labels.get(k) == v)
-        elif op == "!=":
-            checks.append(lambda labels, k=key, v=value: labels.get(k) != v)
-        elif match["set"] == "in":
-            values = {v.strip() for v in match["values"].split(",")}
-            checks.append(lambda labels, k=key, vs=values: k in labels and labels[k] in vs)
-        elif match["set"] == "notin":  # also matches objects without the key, as in Kubernetes
-            values = {v.strip() for v in match["values"].split(",")}
-            checks.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
-        else:
-            checks.append(lambda labels, k=key: k in labels)
-    return lambda labels: all(check(labels) for check in checks)
-
-
-# --------------------------------------------------------------------------- the HTTP side
-
-
-def _status(code: int, message: str, *, reason: str | None = None, details: dict[str, Any] | None = None,
-            headers: dict[str, str] | None = None) -> aiohttp.web.Response:
-    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": reason or _REASONS.get(code, "Unknown"), "details": details or {}, "code": code}
-    return aiohttp.web.json_response(body, status=code, headers=headers)
-
-
-@dataclass
-class _Fault:
-    plural: str
-    verb: str | None
-    status: int
-    hang: float
-    remaining: int
-    retry_after: float | None
-
-
-def _verb(request: kmock.Request) -> str | None:
-    method, named = str(request.method.value).upper(), request.name is not None
-    if method == "GET":
-        return "watch" if request.params.get("watch") in ("true", "1") else ("get" if named else "list")
-    return {("POST", False): "create", ("PUT", True): "put", ("PATCH", True): "patch",
-            ("DELETE", True): "delete"}.get((method, named))
-
-
-@attrs.define(kw_only=True)
-class SweepqKubeEmulator(kmock.KubernetesEmulator):
-    """kmock's emulator with the gaps listed in the module docstring closed."""
-
-    installed: set[tuple[str, str, str]] = attrs.field(factory=set)
-    honor_selectors: bool = True  # False: behave like servers/tools that ignore labelSelector
-    counts: collections.Counter[tuple[str, str]] = attrs.field(factory=collections.Counter, init=False)
-    faults: list[_Fault] = attrs.field(factory=list, init=False)
-    stopping: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
-    _meta_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
-    _rv: Iterator[int] = attrs.field(factory=lambda: itertools.count(1000), init=False)
-
-    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
-        if len(self._requests) > REQUEST_LOG_LIMIT:  # kmock keeps every request: bound it for benchmarks
-            del self._requests[:-REQUEST_LOG_LIMIT // 10]
-        resource, verb = request.resource, _verb(request)
-        if resource is None or not resource.plural or verb is None:
-            return await super()._handle(request)  # discovery, /version, odd verbs
-        plural = resource.plural
-        with self._meta_lock:
-            self.counts[(verb, plural)] += 1
-            fault = next((f for f in self.faults if f.plural == plural and f.verb in (None, verb) and f.remaining), None)
-            if fault is not None:
-                fault.remaining -= 1
-        if fault is not None:
-            return await self._apply_fault(fault)
-        if (resource.group, resource.version, plural) not in self.installed:
-            return _status(404, "the server could not find the requested resource")
-        if verb == "watch":
-            return await super()._handle(request)
-        if verb == "list":
-            return await self._list(request)
-        if verb == "create":
-            return await self._create(request)
-        return await self._modify(request, verb)
-
-    async def _apply_fault(self, fault: _Fault) -> aiohttp.web.StreamResponse:
-        if fault.hang:
-            try:
-                await asyncio.wait_for(self.stopping.wait(), timeout=fault.hang)
-            except asyncio.TimeoutError:
-                pass
-            return _status(504, "injected hang: the request timed out")
-        headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
-        return _status(fault.status, f"injected fault {fault.status}", headers=headers)
-
-    def _key(self, request: kmock.Request, name: str | None = None) -> tuple[Any, str | None, str]:
-        return (request.resource, request.namespace, name or request.name or "")
-
-    async def _list(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
-        try:
-            matches = selector_matcher(request.params.get("labelSelector") if self.honor_selectors else None)
-        except ValueError as exc:
-            return _status(400, str(exc))
-        async with self._lock:
-            items = [
-                copy.deepcopy(obj.raw) for (res, ns, _), obj in self._objects.items()
-                if res == request.resource and (request.namespace is None or ns == request.namespace)
-                and not obj.deleted and matches((obj.raw.get("metadata") or {}).get("labels") or {})
-            ]
-        group, version = request.resource.group, request.resource.version
-        return aiohttp.web.json_response({
-            "apiVersion": f"{group}/{version}" if group else version, "kind": "List",
-            "metadata": {"resourceVersion": str(next(self._rv))}, "items": items,
-        })
-
-    async def _create(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
-        body = request.data
-        if not isinstance(body, dict) or not (body.get("metadata") or {}).get("name"):
-            return _status(422, "metadata.name: Required value", reason="Invalid")
-        obj = copy.deepcopy(body)
-        name = obj["metadata"]["name"]
-        key = self._key(request, name)
-        async with self._lock:
-            if key in self._objects and not self._objects[key].deleted:
-                return _status(409, f'{request.resource.plural} "{name}" already exists', reason="AlreadyExists",
-                               details={"name": name, "group": request.resource.group, "kind": request.resource.plural})
-            obj["metadata"].update({"namespace": request.namespace, "uid": str(uuid.uuid4()),
-                                    "resourceVersion": str(next(self._rv)), "generation": 1,
-                                    "creationTimestamp": now_rfc3339()})
-            self._objects[key] = obj
-            await self._buses[request.resource].put({"type": "ADDED", "object": copy.deepcopy(obj)})
-        return aiohttp.web.json_response(obj, status=201)
-
-    async def _modify(self, request: kmock.Request, verb: str) -> aiohttp.web.StreamResponse:
-        key = self._key(request)
-        async with self._lock:
-            if key not in self._objects or self._objects[key].deleted:
-                return _status(404, f'{request.resource.plural} "{request.name}" not found',
-                               details={"name": request.name, "kind": request.resource.plural})
-            stored = self._objects[key]
-            if verb == "get":
-                return aiohttp.web.json_response(stored.raw)
-            if verb == "delete":
-                last = copy.deepcopy(stored.raw)
-                stored.delete()
-                await self._buses[request.resource].put({"type": "DELETED", "object": last})
-                await self._collect_garbage(last["metadata"].get("uid"))
-                return aiohttp.web.json_response(last)
-            old_meta = stored.raw.get("metadata") or {}
-            if verb == "put":
-                new = copy.deepcopy(request.data or {})
-                sent_rv = (new.get("metadata") or {}).get("resourceVersion")
-                if sent_rv and sent_rv != old_meta.get("resourceVersion"):
-                    return _status(409, "the object has been modified; please apply your changes to the latest "
-                                        "version and try again", reason="Conflict")
-                new.setdefault("metadata", {}).update({k: old_meta[k] for k in ("uid", "creationTimestamp",
-                                                                                 "namespace", "name") if k in old_meta})
-                new["metadata"]["resourceVersion"] = str(next(self._rv))
-                stored.create(new)
-            else:
-                if not isinstance(request.data, dict):
-                    return _status(415, "only merge patches are emulated (JSON patch lists are not)",
-                                   reason="UnsupportedMediaType")
-                stored.patch({**request.data, "metadata": {**(request.data.get("metadata") or {}),
-                                                           "resourceVersion": str(next(self._rv))}})
-            raw = copy.deepcopy(stored.raw)
-            await self._buses[request.resource].put({"type": "MODIFIED", "object": raw})
-        return aiohttp.web.json_response(raw)
-
-    async def _collect_garbage(self, owner_uid: str | None) -> None:
-        """Delete dependents (ownerReferences → owner_uid), like the garbage collector."""
-        if not owner_uid:
-            return
-        for (res, _, _), obj in list(self._objects.items()):
-            if obj.deleted:
-                continue
-            refs = (obj.raw.get("metadata") or {}).get("ownerReferences") or []
-            if any(ref.get("uid") == owner_uid for ref in refs):
-                last = copy.deepcopy(obj.raw)
-                obj.delete()
-                await self._buses[res].put({"type": "DELETED", "object": last})
 
 
 # --------------------------------------------------------------------------- the sync controller
@@ -303,7 +120,8 @@ class KubeEmulator:
 
     async def _serve(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        self.handler = SweepqKubeEmulator(installed={resolve(kind) for kind in self._default_installed})
+        self.handler = SweepqKubeEmulator(installed={resolve(kind) for kind in self._default_installed},
+                                          runtimes=default_runtimes())
         async with self.handler, kmock.Server(self.handler) as server:
             self.url = str(server.url).rstrip("/")
             self._ready.set()
@@ -346,6 +164,9 @@ class KubeEmulator:
                 self.handler.faults.clear()
             self.handler.installed = {resolve(kind) for kind in self._default_installed}
             self.handler.honor_selectors = True
+            self.handler.validate = True
+            self.handler.runtimes = default_runtimes()
+            self.handler.kueue = None
         self._run(_reset())
 
     # ---- resources and faults
@@ -414,6 +235,13 @@ class KubeEmulator:
                     copy.deepcopy(obj)
         self._run(_put())
 
+    def run_locked(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run coroutine function ``function(*args)`` on the server loop with the store's lock held."""
+        async def _locked() -> Any:
+            async with self.handler._lock:
+                return await function(*args, **kwargs)
+        return self._run(_locked())
+
     def patch_status(self, kind: str, name: str, status: dict[str, Any], namespace: str | None = None) -> None:
         """Merge ``status`` into the object's status (lists are replaced, ``None`` removes a key) — over
         HTTP, as an operator writes it, so watches see a MODIFIED event (not counted as a request)."""
@@ -429,88 +257,123 @@ class KubeEmulator:
     def set_job_phase(self, kind: str, name: str, phase: JobPhase | str, *, reason: str = "",
                       namespace: str | None = None) -> None:
         """Write what the kind's operator would write for ``phase``: status conditions/counters for
-        pytorchjob, trainjob and job (:func:`job_status_patch`); worker pods for elasticjob
+        pytorchjob, trainjob and job (:func:`job_status_patch`), and for a running trainjob its
+        pods (one per node, the ``node`` container running); worker pods for elasticjob
         (:func:`worker_pods`), whose own status the TorchElastic controller leaves stale."""
         phase = JobPhase(phase)
         job = self.get_object(kind, name, namespace)
+        path = SUSPEND_PATHS.get(kind, ())
+        suspended = job
+        for key in path:
+            suspended = suspended.get(key) or {} if isinstance(suspended, dict) else {}
+        if path and suspended is True and phase is not JobPhase.PENDING:
+            raise AssertionError(f"{kind} {name} is suspended (waiting for Kueue): it has no pods, so it cannot be "
+                                 f"{phase.value} — admit it first (kube.kueue)")
         if kind == "elasticjob":
-            self.patch_status(kind, name, {"conditions": [_condition("Created", "ElasticJobCreated")]}, namespace)
+            self.patch_status(kind, name, {"conditions": [condition("Created", "ElasticJobCreated")]}, namespace)
             for pod in worker_pods(job, phase, reason=reason):
                 self.put_object("pod", pod, job["metadata"]["namespace"])
         else:
             self.patch_status(kind, name, job_status_patch(kind, phase, reason=reason), namespace)
+            if kind == "trainjob" and phase is JobPhase.RUNNING:  # the JobSet's pods, one per node, running
+                nodes = int(((job.get("spec") or {}).get("trainer") or {}).get("numNodes") or 1)
+                for pod in job_pods(job, [running("node")] * nodes):
+                    self.put_object("pod", pod, job["metadata"]["namespace"])
+
+    def put_pods(self, kind: str, name: str, statuses: Iterable[dict[str, Any]], namespace: str | None = None) -> \
+            list[dict[str, Any]]:
+        """Store the pods the kind's operator and the kubelet would show for job ``name``: one per
+        pod status (``kube_status.oom_killed(...)``, ``image_pull_backoff(...)``, ...)."""
+        job = self.get_object(kind, name, namespace)
+        pods = job_pods(job, statuses)
+        for pod in pods:
+            self.put_object("pod", pod, job["metadata"]["namespace"])
+        return pods
+
+    def add_runtime(self, runtime: dict[str, Any]) -> None:
+        """Install a ClusterTrainingRuntime the TrainJobs may reference (validated like any create)."""
+        from upstream_models import check
+
+        check(runtime)
+        self.handler.runtimes[runtime["metadata"]["name"]] = copy.deepcopy(runtime)
+
+    @property
+    def kueue(self) -> "KueueControl":
+        return KueueControl(self)
 
 
-# --------------------------------------------------------------------------- what operators write
+class KueueControl:
+    """``kube.kueue``: install Kueue in the emulator and drive it (see ``kube_kueue``)."""
 
+    def __init__(self, kube: KubeEmulator) -> None:
+        self._kube = kube
 
-def _condition(kind: str, reason: str = "", message: str = "", status: str = "True") -> dict[str, str]:
-    now = now_rfc3339()
-    return {"type": kind, "status": status, "reason": reason or kind, "message": message,
-            "lastUpdateTime": now, "lastTransitionTime": now}
+    @property
+    def sim(self) -> KueueSim:
+        sim = self._kube.handler.kueue
+        assert sim is not None, "Kueue is not installed: call kube.kueue.install(...) first"
+        return sim
 
+    def install(self, *, queues: dict[str, int | Quota], priority_classes: dict[str, int] | None = None,
+                frameworks: Iterable[str] | None = None, preemption: bool = False, version: str = "v1beta2",
+                manage_jobs_without_queue_name: bool = False, trainer_types: str | None = None) -> None:
+        """Kueue with LocalQueues ``{name: max admitted jobs | Quota(jobs=, gpus=)}``, WorkloadPriority-
+        Classes ``{name: value}``, the integrations ``frameworks`` (default: Kueue's), the Workload
+        API ``version`` it serves, ``manageJobsWithoutQueueName`` and the Trainer API types its
+        TrainJob integration is built against (``trainer_types``, default Kueue v0.19's v2.2.1)."""
+        config = KueueConfig(queues={name: q if isinstance(q, Quota) else Quota(jobs=q) for name, q in queues.items()},
+                             priority_classes=dict(priority_classes or {}), preemption=preemption, version=version,
+                             manage_jobs_without_queue_name=manage_jobs_without_queue_name)
+        if trainer_types is not None:
+            config.trainer_types = trainer_types
+        if frameworks is not None:
+            config.frameworks = frozenset(frameworks)
+        self._start(config)
 
-def job_status_patch(kind: str, phase: JobPhase, *, reason: str = "") -> dict[str, Any]:
-    """The status a PyTorchJob / batch Job / TrainJob shows in ``phase`` (their controllers' shapes)."""
-    now = now_rfc3339()
-    if kind == "pytorchjob":
-        created, running = _condition("Created", "PyTorchJobCreated"), _condition("Running", "PyTorchJobRunning")
-        ended = {**running, "status": "False"}
-        return {
-            JobPhase.PENDING: {"conditions": [created]},
-            JobPhase.RUNNING: {"conditions": [created, running], "startTime": now},
-            JobPhase.SUCCEEDED: {"conditions": [created, ended, _condition("Succeeded", "PyTorchJobSucceeded")],
-                                 "startTime": now, "completionTime": now},
-            JobPhase.FAILED: {"conditions": [created, ended, _condition("Failed", reason or "PyTorchJobFailed",
-                                                                        "PyTorchJob failed")],
-                              "startTime": now, "completionTime": now},
-        }[phase]
-    if kind == "job":
-        return {
-            JobPhase.PENDING: {"active": 1, "ready": 0},
-            JobPhase.RUNNING: {"active": 1, "ready": 1, "startTime": now},
-            JobPhase.SUCCEEDED: {"active": 0, "ready": 0, "succeeded": 1, "startTime": now, "completionTime": now,
-                                 "conditions": [_condition("Complete")]},
-            JobPhase.FAILED: {"active": 0, "ready": 0, "failed": 1, "startTime": now, "conditions": [
-                _condition("Failed", reason or "BackoffLimitExceeded", "Job has reached the specified backoff limit")]},
-        }[phase]
-    if kind == "trainjob":
-        def jobs(ready: int, active: int, succeeded: int, failed: int) -> list[dict[str, Any]]:
-            return [{"name": "node", "ready": ready, "active": active, "succeeded": succeeded, "failed": failed,
-                     "suspended": 0}]
-        return {
-            JobPhase.PENDING: {"jobsStatus": jobs(0, 1, 0, 0)},
-            JobPhase.RUNNING: {"jobsStatus": jobs(1, 1, 0, 0)},
-            JobPhase.SUCCEEDED: {"jobsStatus": jobs(0, 0, 1, 0),
-                                 "conditions": [_condition("Complete", "JobsCompleted", "TrainJob completed")]},
-            JobPhase.FAILED: {"jobsStatus": jobs(0, 0, 0, 1),
-                              "conditions": [_condition("Failed", reason or "JobsFailed", "TrainJob failed")]},
-        }[phase]
-    raise ValueError(f"no status emulation for kind {kind!r}")
+    def install_from(self, objects: list[dict[str, Any]]) -> None:
+        """Kueue configured from shipped manifests (ClusterQueues, LocalQueues, WorkloadPriorityClasses)."""
+        self._start(config_from_manifests(objects))
 
+    def _start(self, config: KueueConfig) -> None:
+        handler = self._kube.handler
+        handler.installed.add((KUEUE_GROUP, config.version, "workloads"))
+        handler.kueue = KueueSim(handler.objects, handler._publish, config)
+        self._kube.run_locked(handler.kueue.reconcile)
 
-def worker_pods(job: dict[str, Any], phase: JobPhase, *, reason: str = "") -> list[dict[str, Any]]:
-    """The worker pods the TorchElastic controller would run for ``job`` in ``phase``."""
-    worker = job["spec"]["replicaSpecs"]["Worker"]
-    meta, now = job["metadata"], now_rfc3339()
-    pod_phase = {JobPhase.PENDING: "Pending", JobPhase.RUNNING: "Running",
-                 JobPhase.SUCCEEDED: "Succeeded", JobPhase.FAILED: "Failed"}[phase]
-    status: dict[str, Any] = {"phase": pod_phase}
-    if phase is not JobPhase.PENDING:
-        status["startTime"] = now
-    if phase.terminal:
-        code = 0 if phase is JobPhase.SUCCEEDED else 1
-        status["containerStatuses"] = [{"name": "worker", "state": {"terminated": {
-            "exitCode": code, "reason": reason or ("Completed" if code == 0 else "Error"), "finishedAt": now}}}]
-    return [{
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": f"{meta['name']}-worker-{index}", "namespace": meta["namespace"],
-                     "uid": str(uuid.uuid4()), "creationTimestamp": now,
-                     "labels": dict(worker["template"]["metadata"].get("labels") or {}),
-                     "ownerReferences": [{"apiVersion": job["apiVersion"], "kind": job["kind"], "name": meta["name"],
-                                          "uid": meta.get("uid", ""), "controller": True}]},
-        "status": copy.deepcopy(status),
-    } for index in range(int(worker.get("replicas") or 1))]
+    def set_quota(self, queue: str, jobs: int | None = None, gpus: int | None = None) -> None:
+        self.sim.config.queues[queue] = Quota(jobs=jobs, gpus=gpus)
+        self._kube.run_locked(self.sim.reconcile)
+
+    def evict(self, job_name: str, reason: str = "Preempted", *, requeue: bool = True) -> None:
+        """Evict the job's Workload (``requeue=False``: it waits until :meth:`requeue`)."""
+        self._kube.run_locked(self.sim.evict, job_name, reason, requeue=requeue)
+
+    def requeue(self, job_name: str) -> None:
+        self._kube.run_locked(self.sim.requeue, job_name)
+
+    def deactivate(self, job_name: str) -> None:
+        self._kube.run_locked(self.sim.deactivate, job_name)
+
+    def workload(self, job_name: str) -> dict[str, Any]:
+        async def _get() -> dict[str, Any]:
+            return copy.deepcopy(self.sim.workload_of(job_name).raw)
+        return self._kube.run_locked(_get)
+
+    def admitted(self) -> list[str]:
+        """Names of the jobs whose Workload is admitted (unfinished), sorted."""
+        async def _names() -> list[str]:
+            return self.sim.job_names(admitted=True)
+        return self._kube.run_locked(_names)
+
+    def waiting(self) -> list[str]:
+        """Names of the jobs whose Workload waits (for quota, a requeue, or deactivated), sorted."""
+        async def _names() -> list[str]:
+            return self.sim.job_names(admitted=False)
+        return self._kube.run_locked(_names)
+
+    @property
+    def events(self) -> list[str]:
+        return list(self.sim.events)
 
 
 # --------------------------------------------------------------------------- pytest

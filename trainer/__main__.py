@@ -23,13 +23,13 @@ def main(argv: list[str] | None = None) -> int:
                         format=f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s")
     try:
         config = parse_args(argv)
-        from trainer.train import run
+        from trainer.train import exit_code, run
 
-        run(config)
+        result = run(config)
     except ConfigError as error:
         print(f"trainer: error: {error}", file=sys.stderr)
         return 2
-    return 0
+    return exit_code(result)
 
 
 if __name__ == "__main__":

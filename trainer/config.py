@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 OptimizerName = Literal["adamw", "sgd"]
-Precision = Literal["auto", "bf16", "fp32"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
 
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
@@ -47,24 +47,34 @@ class TrainConfig:
         "'synthetic' (seeded sentiment-like headlines) or a directory with train.csv, validation.csv, test.csv"))
     learning_rate: float = field(default=5e-5, metadata=_help("peak learning rate (tiny models like ~1e-3)"))
     weight_decay: float = field(default=0.01, metadata=_help("decoupled weight decay; biases and LayerNorm get none"))
-    batch_size: int = field(default=16, metadata=_help("training batch size per process (global = x world size)"))
+    batch_size: int = field(default=16, metadata=_help(
+        "global batch size: examples per optimizer step over all ranks together; each rank's share and the "
+        "micro-batches are derived from it and the world size, so an elastic restart keeps the recipe"))
+    micro_batch_size: int = field(default=0, metadata=_help(
+        "most examples one rank puts through one forward/backward (gradient accumulation covers the rest of its "
+        "share); 0: the whole share at once. Memory only: the result does not depend on it"))
     eval_batch_size: int = field(default=64, metadata=_help("evaluation batch size per process"))
     epochs: int = field(default=3, metadata=_help("passes over the training set"))
     warmup_ratio: float = field(default=0.1, metadata=_help("fraction of optimizer steps with linear warmup"))
     optimizer: OptimizerName = field(default="adamw", metadata=_help("adamw or sgd"))
     momentum: float = field(default=0.9, metadata=_help("SGD momentum (sgd only)"))
     max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping norm; 0 disables clipping"))
-    gradient_accumulation_steps: int = field(default=1, metadata=_help("micro-batches per optimizer step"))
     max_length: int = field(default=128, metadata=_help("truncate sequences to this many tokens (padding is dynamic)"))
     dropout: float = field(default=0.1, metadata=_help("hidden and attention dropout probability"))
     seed: int = field(default=42, metadata=_help("seed for initialisation, shuffling and dropout"))
     data_seed: int = field(default=1234, metadata=_help("seed of the synthetic data set (kept apart from --seed)"))
     synthetic_samples: int = field(default=3000, metadata=_help("size of the synthetic data set (80/10/10 split)"))
+    eval_every: int = field(default=0, metadata=_help(
+        "evaluate every N optimizer steps (and at the last step) instead of at epoch ends; 0: at every epoch end. "
+        "Each evaluation is one position of the metric history (Hyperband's iteration)"))
     checkpoint_every: int = field(default=200, metadata=_help(
         "write a checkpoint every N optimizer steps (0: only at epoch ends)"))
     log_every: int = field(default=10, metadata=_help("log train loss and lr every N optimizer steps"))
-    precision: Precision = field(default="auto", metadata=_help("auto (bf16 autocast on GPU, fp32 on CPU), bf16, fp32"))
-    num_workers: int = field(default=0, metadata=_help("DataLoader worker processes"))
+    precision: Precision = field(default="auto", metadata=_help(
+        "auto (bf16 autocast on GPUs with bf16 tensor cores, fp16 with loss scaling on older GPUs, fp32 on CPU), "
+        "bf16, fp16 (loss-scaled), fp32"))
+    compile: bool = field(default=False, metadata=_help("torch.compile the model for training (GPU throughput)"))
+    num_workers: int = field(default=0, metadata=_help("DataLoader worker processes (kept alive across epochs)"))
     output_dir: str | None = field(default=None, metadata=_help(
         "root of outputs; overrides SWEEPQ_OUTPUT_DIR (the run writes to <root>/<trial id or 'standalone'>/)"))
     resume: bool = field(default=True, metadata=_help("resume from this trial's latest checkpoint if one exists"))
@@ -72,7 +82,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check(self.learning_rate > 0, "learning_rate", self.learning_rate, "a positive number, e.g. 2e-5")
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "0 or more")
-        for name in ("batch_size", "eval_batch_size", "epochs", "gradient_accumulation_steps", "log_every"):
+        for name in ("batch_size", "eval_batch_size", "epochs", "log_every"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "an integer of at least 1")
         _check(0 <= self.warmup_ratio <= 1, "warmup_ratio", self.warmup_ratio, "a fraction in [0, 1]")
         _check(0 <= self.momentum < 1, "momentum", self.momentum, "a value in [0, 1)")
@@ -80,7 +90,7 @@ class TrainConfig:
         _check(8 <= self.max_length <= 8192, "max_length", self.max_length, "a token count between 8 and 8192")
         _check(0 <= self.dropout < 1, "dropout", self.dropout, "a probability in [0, 1)")
         _check(self.synthetic_samples >= 30, "synthetic_samples", self.synthetic_samples, "at least 30")
-        for name in ("checkpoint_every", "num_workers"):
+        for name in ("checkpoint_every", "num_workers", "micro_batch_size", "eval_every"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), "0 or more")
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -91,7 +101,12 @@ class TrainConfig:
 # Fields that change how a run is operated, not what it computes: a checkpoint written with other
 # values of these is still the same trial.
 OPERATIONAL_FIELDS = frozenset({"output_dir", "resume", "checkpoint_every", "log_every", "num_workers",
-                                "eval_batch_size"})
+                                "eval_batch_size", "micro_batch_size", "compile"})
+# Arguments of earlier trainer versions whose meaning moved: the error says what to write instead.
+RETIRED_ARGUMENTS = {
+    "gradient_accumulation_steps": "accumulation is derived now: --batch_size is the global batch (all ranks, one "
+                                   "optimizer step); to bound the memory of one forward pass set --micro_batch_size",
+}
 
 
 def _check(ok: bool, name: str, value: Any, expected: str) -> None:
@@ -111,6 +126,8 @@ def parse_args(argv: list[str], cls: type = TrainConfig) -> Any:
             raise ConfigError(f"unexpected argument {token!r}: arguments are --name=value (valid: {_valid(fields)})")
         name, has_value, raw = token[2:].partition("=")
         name = name.replace("-", "_")
+        if name not in fields and name in RETIRED_ARGUMENTS and cls is TrainConfig:
+            raise ConfigError(f"--{name} is no longer an argument: {RETIRED_ARGUMENTS[name]}")
         if name not in fields:
             raise ConfigError(_unknown_message(name, fields))
         kind = hints[name]

@@ -2,10 +2,9 @@
 
 Sampling is what makes exact resume possible:
 
-- ``ResumableDistributedSampler`` is a ``DistributedSampler`` (same seeded permutation per epoch,
-  same padding) that can begin an epoch after ``consumed`` samples of the global order. Rank *r*
-  takes every *W*-th position, so *k* batches of *B* on every rank consume exactly the next
-  ``k * B * W`` positions: a restart skips them without loading or collating anything.
+- ``GlobalBatchSampler`` yields this rank's micro-batches of each global batch (``recipe.py``):
+  an optimizer step is the same examples at every world size, so a restart — at the same or
+  another world size — skips the steps already taken without loading or collating anything.
 - ``ShardedEvalSampler`` shards without padding, so every evaluation example is counted once and
   the all-reduced metrics equal a single-process evaluation.
 - Every DataLoader has its own ``torch.Generator``; otherwise creating an iterator draws from the
@@ -17,15 +16,17 @@ from __future__ import annotations
 import csv
 import json
 import math
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from trainer.config import ConfigError, TrainConfig
+from trainer.recipe import RankPlan
 from trainer.synthetic import LABEL_NAMES, synthetic_splits
 
 SPLITS = ("train", "validation", "test")
@@ -137,32 +138,48 @@ class PadCollator:
         }
 
 
-class ResumableDistributedSampler(DistributedSampler):
-    """``DistributedSampler`` (shuffled, padded) that can start an epoch after ``consumed`` samples."""
+class GlobalBatchSampler(Sampler[list[int]]):
+    """This rank's micro-batches of every global batch of an epoch, from any optimizer step on.
 
-    def __init__(self, dataset: Dataset, *, num_replicas: int, rank: int, seed: int) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
-        self.consumed = 0
+    The epoch's global order is ``DistributedSampler``'s seeded permutation (``seed + epoch``),
+    padded by repeating its head to ``steps_per_epoch`` whole global batches; the rank's share of
+    each is given by ``plan`` (see ``trainer/recipe.py``). ``set_epoch(epoch, start_step=k)``
+    begins after ``k`` optimizer steps of the epoch: a resume skips them without loading anything,
+    at the same or another world size, because a step is the same global batch at every world size.
+    Index lists are built in the main process, so persistent DataLoader workers follow ``set_epoch``.
+    """
 
-    def set_epoch(self, epoch: int, consumed: int = 0) -> None:
-        """Start ``epoch`` after the first ``consumed`` samples of its global order."""
-        super().set_epoch(epoch)
-        self.consumed = consumed
+    def __init__(self, dataset_size: int, *, steps_per_epoch: int, plan: RankPlan, seed: int) -> None:
+        self.dataset_size = dataset_size
+        self.steps_per_epoch = steps_per_epoch
+        self.plan = plan
+        self.seed = seed
+        self.epoch = 0
+        self.start_step = 0
 
-    def _global_order(self) -> list[int]:
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        if not 0 <= start_step <= self.steps_per_epoch:
+            raise ValueError(f"start_step={start_step} is outside the epoch's {self.steps_per_epoch} steps")
+        self.epoch, self.start_step = epoch, start_step
+
+    def global_order(self) -> list[int]:
         generator = torch.Generator()
         generator.manual_seed(self.seed + self.epoch)
-        order = torch.randperm(len(self.dataset), generator=generator).tolist()
-        order += order[: self.total_size - len(order)]  # DistributedSampler's padding
-        remaining = order[self.consumed:]
-        short = -len(remaining) % self.num_replicas  # only when the world size changed mid-epoch
-        return remaining + order[:short]
+        return torch.randperm(self.dataset_size, generator=generator).tolist()
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._global_order()[self.rank :: self.num_replicas])
+    def __iter__(self) -> Iterator[list[int]]:
+        order, n = self.global_order(), self.dataset_size
+        g, w, r = self.plan.global_batch_size, self.plan.world_size, self.plan.rank
+        for step in range(self.start_step, self.steps_per_epoch):
+            positions = range(step * g + r, (step + 1) * g, w)
+            indices = [order[position % n] for position in positions]
+            start = 0
+            for size in self.plan.micro_batch_sizes:
+                yield indices[start:start + size]
+                start += size
 
     def __len__(self) -> int:
-        return math.ceil(max(self.total_size - self.consumed, 0) / self.num_replicas)
+        return (self.steps_per_epoch - self.start_step) * self.plan.accumulation
 
 
 class ShardedEvalSampler(Sampler[int]):
@@ -178,17 +195,32 @@ class ShardedEvalSampler(Sampler[int]):
         return len(self.indices)
 
 
-def train_loader(dataset: EncodedSplit, sampler: Sampler, *, batch_size: int, collator: PadCollator,
-                 num_workers: int, seed: int, pin_memory: bool) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator,
-                      num_workers=num_workers, pin_memory=pin_memory, generator=_generator(seed))
+def train_loader(dataset: EncodedSplit, sampler: GlobalBatchSampler, *, collator: PadCollator, num_workers: int,
+                 seed: int, pin_memory: bool) -> DataLoader:
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, generator=_generator(seed),
+                      **_worker_options(num_workers, pin_memory))
 
 
 def eval_loader(dataset: EncodedSplit, *, batch_size: int, collator: PadCollator, num_replicas: int, rank: int,
                 num_workers: int, pin_memory: bool) -> DataLoader:
     sampler = ShardedEvalSampler(len(dataset), num_replicas=num_replicas, rank=rank)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator,
-                      num_workers=num_workers, pin_memory=pin_memory, generator=_generator(0))
+                      generator=_generator(0), **_worker_options(num_workers, pin_memory))
+
+
+def _worker_options(num_workers: int, pin_memory: bool) -> dict[str, Any]:
+    """Workers live as long as the loader (no re-fork per epoch or evaluation) and ignore stop signals:
+    the training process decides when to stop and shuts them down; a SIGTERM sent to every process
+    of a trial (the local backend does) must not kill a worker under a batch and fail the stop."""
+    if num_workers == 0:
+        return {"num_workers": 0, "pin_memory": pin_memory}
+    return {"num_workers": num_workers, "pin_memory": pin_memory, "persistent_workers": True,
+            "worker_init_fn": ignore_stop_signals}
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _generator(seed: int) -> torch.Generator:

@@ -12,6 +12,7 @@ Elastic restarts: torchrun's agent keeps one TCPStore for the whole job, so the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -38,6 +39,9 @@ class DistInfo:
     restart_count: int = 0
     max_restarts: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # A gloo group for control-plane collectives on CPU tensors (the stop flag): they never touch
+    # the GPU stream, so agreeing on a stop costs no device synchronisation under NCCL.
+    control_group: Any = field(default=None, compare=False, repr=False)
 
     @property
     def is_main(self) -> bool:
@@ -76,6 +80,8 @@ def init_distributed(environ: Mapping[str, str] = os.environ) -> DistInfo:
         )
         logger.info("joined process group: rank %d/%d on %s (restart %d of at most %d)",
                     rank, world_size, device, restart_count, max_restarts)
+    if world_size > 1:
+        info = dataclasses.replace(info, control_group=dist.new_group(backend="gloo"))
     return info
 
 
@@ -100,13 +106,29 @@ def all_gather_object(obj: Any, info: DistInfo) -> list[Any]:
     return gathered
 
 
-def broadcast_object(obj: Any, info: DistInfo) -> Any:
-    """Rank 0's ``obj`` on every rank."""
+def broadcast_object(obj: Any, info: DistInfo, *, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank."""
     if not info.is_distributed:
         return obj
-    holder = [obj if info.is_main else None]
-    dist.broadcast_object_list(holder, src=0)
+    holder = [obj if info.rank == src else None]
+    dist.broadcast_object_list(holder, src=src)
     return holder[0]
+
+
+def start_max_reduce(value: int, info: DistInfo) -> Any:
+    """Begin an all-reduce (max) of an int over the control group; ``finish_max_reduce`` reads it."""
+    tensor = torch.tensor([value], dtype=torch.int64)
+    if not info.is_distributed:
+        return tensor, None
+    work = dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=info.control_group, async_op=True)
+    return tensor, work
+
+
+def finish_max_reduce(pending: Any) -> int:
+    tensor, work = pending
+    if work is not None:
+        work.wait()
+    return int(tensor[0])
 
 
 def barrier(info: DistInfo) -> None:

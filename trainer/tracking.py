@@ -8,6 +8,12 @@ with no key and no ``WANDB_MODE`` at all the run is logged offline (``wandb sync
 
 Metrics are plotted against ``global_step`` (a defined step metric), so the steps a restart replays
 after resuming from a checkpoint are accepted rather than dropped as non-monotonic.
+
+How a run ends in W&B: ``completed`` → *Finished* (exit code 0); a graceful stop (``stopped`` or
+``preempted``: SIGTERM, checkpoint written, resumable) → ``mark_preempting()`` and the signal's
+exit code (143), which W&B shows as *Preempted* — the only interrupted-but-not-failed state a
+client can set (*Killed* is set by W&B's server only) — with the summary ``sweepq/status`` and a
+tag saying which; a failure → *Failed* (exit code 1). Only a SIGKILL leaves a *Crashed* run.
 """
 
 from __future__ import annotations
@@ -44,9 +50,9 @@ class Tracker:
         run = wandb.init(
             project=project or DEFAULT_PROJECT,
             id=run_id,
-            name=run_id,
+            name=environ.get("WANDB_NAME") or run_id,
             resume="allow",
-            group=group,
+            group=environ.get("WANDB_RUN_GROUP") or group,
             job_type="trial",
             config=config,
             mode=mode,
@@ -65,10 +71,19 @@ class Tracker:
         if self.run is not None:
             self.run.summary.update(metrics)
 
-    def finish(self, *, ok: bool) -> None:
-        if self.run is not None:
-            self.run.finish(exit_code=0 if ok else 1)
-            self.run = None
+    def finish(self, status: str, *, exit_code: int | None = None) -> None:
+        """End the run: ``completed`` | ``stopped`` | ``preempted`` | ``failed`` (see the module docstring)."""
+        if self.run is None:
+            return
+        run, self.run = self.run, None
+        if status == "completed":
+            run.finish(exit_code=0)
+            return
+        run.summary["sweepq/status"] = status
+        if status in ("stopped", "preempted"):
+            run.tags = tuple(sorted({*(run.tags or ()), status}))
+            run.mark_preempting()
+        run.finish(exit_code=exit_code or 1)
 
 
 def _wandb_configured(environ: Mapping[str, str]) -> bool:

@@ -1,14 +1,16 @@
 """The training workload: ``training_function`` reads top to bottom, ``run`` wraps it for torchrun.
 
-Data → tokenizer → seeded model → optimizer and schedule → resume from this trial's checkpoint →
-epochs (train, checkpoint every N steps, evaluate, checkpoint, report) → test → results. Side
-effects that must happen once (checkpoints, W&B, result files, DynamoDB, wake message) happen on
-global rank 0; collectives (metric all-reduces, RNG gathering) involve every rank.
+Resume agreement (``resume.py``) → data → tokenizer → seeded model → the recipe (fixed at the first
+start, then the checkpoint's: ``recipe.py``) → this rank's share, optimizer, schedule, precision →
+restore → epochs (``loop.py``: steps, evaluations, checkpoints, the stop check) → test → results.
+Side effects that happen once (checkpoints, W&B, result files, wake triggers) are on global rank
+0; every pod's LOCAL_RANK 0 writes its metrics item (``channel.py``); collectives involve every
+rank. A graceful stop (``stop.py``) returns a ``stopped``/``preempted`` result after checkpointing,
+and ``run`` turns it into the signal's exit code.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -20,26 +22,28 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from trainer import checkpoint as ckpt
+from trainer.accel import PrecisionPlan, configure_math, device_precision, maybe_compile, optimizer_options
+from trainer.channel import Channel
 from trainer.config import ConfigError, TrainConfig
 from trainer.context import STANDALONE, TrialContext
-from trainer.data import DataSplits, EncodedSplit, PadCollator, ResumableDistributedSampler, eval_loader, load_splits, \
+from trainer.data import DataSplits, EncodedSplit, GlobalBatchSampler, PadCollator, eval_loader, load_splits, \
     train_loader
-from trainer.distributed import DistInfo, all_gather_object, all_reduce_sum, barrier, init_distributed, shutdown
+from trainer.distributed import DistInfo, init_distributed, shutdown
 from trainer.evaluate import evaluate
+from trainer.loop import BEST_METRIC, TrainingRun, summary
 from trainer.model import build_model, build_tokenizer, max_positions
-from trainer.optim import accumulation_window, build_optimizer, build_scheduler, optimizer_step, set_seed, \
-    steps_per_epoch
-from trainer.report import PREDICTIONS_FILE, RESULT_FILE, RESULT_SCHEMA, TrialTableReporter, send_wake, \
-    write_json_atomic, write_predictions
+from trainer.optim import build_optimizer, build_scheduler, seed_rank_streams, set_seed
+from trainer.paths import check_output_writable, prepare_writable_paths
+from trainer.recipe import RankPlan, Recipe, plan_rank
+from trainer.report import PREDICTIONS_FILE, RESULT_FILE, RESULT_SCHEMA, write_json_atomic, write_predictions
+from trainer.resume import load_agreed, restore
+from trainer.stop import StopRequests
 from trainer.tracking import Tracker
 
 logger = logging.getLogger(__name__)
 
-# Test-only fault injection: global rank SWEEPQ_TEST_CRASH_RANK (default 1) exits hard right after
-# optimizer step N of the first torchrun attempt (TORCHELASTIC_RESTART_COUNT=0).
-TEST_CRASH_AT_STEP = "SWEEPQ_TEST_CRASH_AT_STEP"
-TEST_CRASH_RANK = "SWEEPQ_TEST_CRASH_RANK"
-BEST_METRIC = "eval/accuracy"  # the sweep files' metric (goal: maximize)
+STOP_FLUSH_S = 20.0  # how long a stopping pod waits for its metrics item write (inside the grace period)
+FINAL_FLUSH_S = 120.0
 
 
 @dataclass
@@ -51,17 +55,26 @@ class Components:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
-    sampler: ResumableDistributedSampler
+    scaler: torch.amp.GradScaler | None
+    sampler: GlobalBatchSampler
     train: torch.utils.data.DataLoader
     validation: torch.utils.data.DataLoader
     test: torch.utils.data.DataLoader
-    batches_per_epoch: int
-    total_steps: int
-    autocast: Callable[[], contextlib.AbstractContextManager]
+    recipe: Recipe
+    plan: RankPlan
+    precision: PrecisionPlan
+
+    @property
+    def total_steps(self) -> int:
+        return self.recipe.total_steps
 
 
-def build_components(config: TrainConfig, dist: DistInfo, context: TrialContext) -> Components:
-    """Data, tokenizer, seeded model, optimizer and schedule: where each hyperparameter takes effect."""
+def build_components(config: TrainConfig, dist: DistInfo, context: TrialContext, *,
+                     recipe: Recipe | None = None) -> Components:
+    """Data, tokenizer, seeded model, recipe, optimizer and schedule: where each hyperparameter takes effect.
+
+    ``recipe``: the one stored in the checkpoint being resumed (checked against the data); else a new one.
+    """
     set_seed(config.seed)
     splits = load_splits(config)
     tokenizer = build_tokenizer(config, splits.train.texts, run_dir=context.run_dir, dist=dist)
@@ -70,234 +83,194 @@ def build_components(config: TrainConfig, dist: DistInfo, context: TrialContext)
         raise ConfigError(f"--max_length={config.max_length} exceeds the model's {max_positions(model)} positions")
     if tokenizer.pad_token_id is None:
         raise ConfigError(f"--model={config.model!r}: its tokenizer has no padding token; use a BERT-style model")
+    seed_rank_streams(config.seed, dist.rank)  # the same init on every rank, then per-rank dropout streams
+    precision = device_precision(config.precision, dist.device)
+    configure_math(dist.device)
     cuda = dist.device.type == "cuda"
     collator = PadCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if cuda else None)
     encoded = {name: EncodedSplit(getattr(splits, name), tokenizer, config.max_length)
                for name in ("train", "validation", "test")}
-    sampler = ResumableDistributedSampler(encoded["train"], num_replicas=dist.world_size, rank=dist.rank,
-                                          seed=config.seed)
+    fresh = Recipe.build(global_batch_size=config.batch_size, train_examples=len(encoded["train"]),
+                         epochs=config.epochs, warmup_ratio=config.warmup_ratio, eval_every=config.eval_every)
+    if recipe is not None:
+        recipe.check_resumable(fresh, source="the checkpoint")
+    recipe = recipe or fresh
+    plan = plan_rank(global_batch_size=recipe.global_batch_size, world_size=dist.world_size, rank=dist.rank,
+                     micro_batch_size=config.micro_batch_size)
+    if recipe.global_batch_size % dist.world_size:
+        logger.info("global batch %d over %d ranks: shares of %d or %d examples (same result, uneven load)",
+                    recipe.global_batch_size, dist.world_size, -(-recipe.global_batch_size // dist.world_size),
+                    recipe.global_batch_size // dist.world_size)
+    sampler = GlobalBatchSampler(len(encoded["train"]), steps_per_epoch=recipe.steps_per_epoch, plan=plan,
+                                 seed=config.seed)
     loaders = {name: eval_loader(encoded[name], batch_size=config.eval_batch_size, collator=collator,
                                  num_replicas=dist.world_size, rank=dist.rank, num_workers=config.num_workers,
                                  pin_memory=cuda) for name in ("validation", "test")}
-    batches_per_epoch = -(-sampler.num_samples // config.batch_size)
-    total_steps = config.epochs * steps_per_epoch(batches_per_epoch, config.gradient_accumulation_steps)
-    optimizer = build_optimizer(config, model)
-    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and cuda)
+    optimizer = build_optimizer(config, model, **optimizer_options(dist.device))
     return Components(
         splits=splits, tokenizer=tokenizer, model=model, optimizer=optimizer,
-        scheduler=build_scheduler(config, optimizer, total_steps), sampler=sampler,
-        train=train_loader(encoded["train"], sampler, batch_size=config.batch_size, collator=collator,
-                           num_workers=config.num_workers, seed=config.seed, pin_memory=cuda),
-        validation=loaders["validation"], test=loaders["test"],
-        batches_per_epoch=batches_per_epoch, total_steps=total_steps,
-        autocast=(lambda: torch.autocast(dist.device.type, dtype=torch.bfloat16)) if use_bf16
-        else contextlib.nullcontext,
+        scheduler=build_scheduler(optimizer, recipe), scaler=precision.grad_scaler(), sampler=sampler,
+        train=train_loader(encoded["train"], sampler, collator=collator, num_workers=config.num_workers,
+                           seed=config.seed, pin_memory=cuda),
+        validation=loaders["validation"], test=loaders["test"], recipe=recipe, plan=plan, precision=precision,
     )
 
 
-def training_function(config: TrainConfig, context: TrialContext, dist: DistInfo) -> dict[str, Any]:
+def training_function(config: TrainConfig, context: TrialContext, dist: DistInfo, *,
+                      stop: StopRequests | None = None, clock: Callable[[], float] = time.time,
+                      dynamodb_client: Any = None, sqs_client: Any = None) -> dict[str, Any]:
     started = time.monotonic()
     trial_id = context.trial_id or STANDALONE
-    parts = build_components(config, dist, context)
-    num_labels = len(parts.splits.label_names)
-
-    # Resume: every rank loads the trial's latest checkpoint (if any) and continues exactly there.
-    path = ckpt.checkpoint_path(context.run_dir)
-    progress, loss_sums, resumed_from = ckpt.Progress(), torch.zeros(2, dtype=torch.float64), None
-    payload = ckpt.load_checkpoint(path, trial_id=trial_id, hyperparameters=config.hyperparameters()) \
-        if config.resume else None
+    # Resume: every rank continues from the same checkpoint (the newest any rank sees), or all start fresh.
+    payload = load_agreed(ckpt.checkpoint_path(context.run_dir), trial_id=trial_id,
+                          hyperparameters=config.hyperparameters(), dist=dist, enabled=config.resume)
+    parts = build_components(config, dist, context,
+                             recipe=Recipe.from_dict(payload["recipe"]) if payload is not None else None)
+    progress, eval_sums, resumed_from = ckpt.Progress(), torch.zeros(2, dtype=torch.float64), None
     if payload is not None:
-        progress, loss_sums = _restore(payload, parts, dist)
-        resumed_from = {"epoch": progress.epoch, "batches_in_epoch": progress.batches_in_epoch,
-                        "global_step": progress.global_step}
-        logger.info("resuming trial %s from %s: epoch %d, batch %d, step %d",
-                    trial_id, path, progress.epoch, progress.batches_in_epoch, progress.global_step)
+        progress, eval_sums = restore(payload, model=parts.model, optimizer=parts.optimizer,
+                                      scheduler=parts.scheduler, scaler=parts.scaler, seed=config.seed, dist=dist)
+        if payload.get("precision") not in (None, parts.precision.name):
+            logger.warning("checkpoint trained in %s, this device runs %s (--precision=%s)", payload["precision"],
+                           parts.precision.name, config.precision)
+        resumed_from = {"epoch": progress.epoch, "step_in_epoch": progress.step_in_epoch,
+                        "global_step": progress.global_step, "world_size": payload["world_size"]}
+        logger.info("resuming trial %s: epoch %d, step %d of the epoch, step %d (written by %d ranks, now %d)",
+                    trial_id, progress.epoch, progress.step_in_epoch, progress.global_step, payload["world_size"],
+                    dist.world_size)
     # One W&B run per trial: the trial id; for a standalone run, the id its checkpoint remembers.
     progress.wandb_run_id = progress.wandb_run_id or context.trial_id or context.wandb_run_id \
         or f"standalone-{int(time.time())}"
     model = DistributedDataParallel(parts.model, device_ids=[dist.local_rank] if dist.device.type == "cuda"
                                     else None) if dist.is_distributed else parts.model
-
     tracker = Tracker.start(is_main=dist.is_main, run_id=progress.wandb_run_id, group=context.sweep_id,
                             project=context.wandb_project, run_dir=context.run_dir,
-                            config={**asdict(config), "world_size": dist.world_size})
-    reporter = TrialTableReporter(context) if dist.is_main and context.reports_to_table else None
-    ok = False
+                            config={**asdict(config), "world_size": dist.world_size, **parts.recipe.to_dict(),
+                                    "resolved_precision": parts.precision.name})
+    channel = Channel.for_process(context, local_rank=dist.local_rank, is_main=dist.is_main, clock=clock,
+                                  dynamodb_client=dynamodb_client, sqs_client=sqs_client)
+    state = TrainingRun(config=config, context=context, dist=dist, parts=parts, model=model,
+                        train_model=maybe_compile(model, config.compile), progress=progress, tracker=tracker,
+                        channel=channel, stop=stop or StopRequests(dist), clock=clock, eval_sums=eval_sums,
+                        saved_at_step=progress.global_step if payload is not None else None)
+    status = "failed"
     try:
-        def save() -> None:
-            rank_states = all_gather_object({"rng": ckpt.capture_rng_state(), "loss_sums": loss_sums.tolist()}, dist)
-            if dist.is_main:
-                ckpt.save_checkpoint(path, trial_id=trial_id, hyperparameters=config.hyperparameters(),
-                                     model=parts.model, optimizer=parts.optimizer, scheduler=parts.scheduler,
-                                     progress=progress, rank_states=rank_states)
-            barrier(dist)
-
+        # The whole restored history first, written before training goes on: an evaluation checkpointed but
+        # never reported (a crash between the two) reaches the item now.
+        state.publish("running")
+        if channel is not None:
+            channel.flush(STOP_FLUSH_S)
+        if resumed_from is not None and progress.history:  # W&B may have lost it in its buffer at a crash
+            state.log_evaluation(progress.history[-1])
+        stopped = False
         for epoch in range(progress.epoch, config.epochs):
-            _train_epoch(config, parts, model, dist, progress, loss_sums, tracker, save, epoch)
-            train_loss = all_reduce_sum(loss_sums.to(dist.device, copy=True), dist).cpu()
-            validation = evaluate(parts.model, parts.validation, num_labels=num_labels, dist=dist,
-                                  autocast=parts.autocast())
-            record = {"epoch": epoch + 1, "global_step": progress.global_step,
-                      "train/loss": float(train_loss[0] / max(train_loss[1], 1)),
-                      **{f"eval/{k}": v for k, v in validation.metrics.items() if k != "examples"}}
-            if progress.best_metric is None or record[BEST_METRIC] > progress.best_metric:
-                progress.best_metric, progress.best_epoch = record[BEST_METRIC], epoch + 1
-            progress.history.append(record)
-            progress.epoch, progress.batches_in_epoch, progress.samples_in_epoch = epoch + 1, 0, 0
-            loss_sums.zero_()
-            save()
-            logger.info("epoch %d/%d: %s", epoch + 1, config.epochs, _fmt(record))
-            tracker.log({("train/epoch_loss" if k == "train/loss" else k): v for k, v in record.items()},
-                        global_step=progress.global_step)
-            if reporter is not None:
-                reporter.report(_summary(progress), now=time.time(), final=False)
-
-        test = evaluate(parts.model, parts.test, num_labels=num_labels, dist=dist, autocast=parts.autocast(),
-                        collect_predictions=True)
-        metrics = _summary(progress, test={f"test/{k}": v for k, v in test.metrics.items() if k != "examples"})
-        result = {
-            "schema": RESULT_SCHEMA, "status": "completed", "trial_id": context.trial_id,
-            "sweep_id": context.sweep_id, "trial_index": context.trial_index, "attempt": context.attempt,
-            "restart_count": dist.restart_count, "world_size": dist.world_size, "config": asdict(config),
-            "metrics": metrics, "best": {"metric": BEST_METRIC, "value": progress.best_metric,
-                                         "epoch": progress.best_epoch},
-            "history": progress.history, "global_step": progress.global_step,
-            "samples_per_s": metrics["samples_per_s"], "train_time_s": progress.train_seconds,
-            "wall_time_s": time.monotonic() - started, "resumed_from": resumed_from,
-        }
-        if dist.is_main:
-            write_predictions(context.run_dir / PREDICTIONS_FILE, test.predictions,
-                              texts=parts.splits.test.texts, label_names=parts.splits.label_names)
-            write_json_atomic(context.run_dir / RESULT_FILE, result)
-            tracker.summarize(metrics)
-            if reporter is not None:
-                reporter.report(metrics, now=time.time(), final=True)
-            logger.info("trial %s finished: %s", trial_id, _fmt(metrics))
-        ok = True
+            stopped = state.train_epoch(epoch)
+            if stopped:
+                break
+            position = parts.recipe.position_of(progress.global_step)
+            if position is not None:
+                state.evaluate_point(position)
+            progress.epoch, progress.step_in_epoch = epoch + 1, 0
+            state.save()
+            logger.info("epoch %d/%d done (step %d)", epoch + 1, config.epochs, progress.global_step)
+            if state.stop.agree_now():
+                stopped = True
+                break
+        state.stop.drain()
+        if stopped:
+            result = _stopped(state, started, resumed_from)
+            status = result["status"]
+            return result
+        result = _completed(state, started, resumed_from)
+        status = "completed"
         return result
     finally:
-        tracker.finish(ok=ok)
+        if status == "failed" and channel is not None and dist.last_restart:
+            state.publish("failed", wake="trial-failed")
+            channel.flush(STOP_FLUSH_S)
+        if channel is not None:
+            channel.close(timeout=STOP_FLUSH_S)
+        if status == "failed":
+            tracker.finish("failed", exit_code=1)
 
 
-def _train_epoch(config: TrainConfig, parts: Components, model: torch.nn.Module, dist: DistInfo,
-                 progress: ckpt.Progress, loss_sums: torch.Tensor, tracker: Tracker,
-                 save: Callable[[], None], epoch: int) -> None:
-    """One epoch from wherever ``progress`` says it stands; advances ``progress`` and ``loss_sums``."""
-    parts.sampler.set_epoch(epoch, consumed=progress.samples_in_epoch)
-    # Batches of this epoch as counted from its start (differs from parts.batches_per_epoch only when a
-    # checkpoint of another world size was resumed); accumulation windows and the epoch end use it.
-    epoch_batches = progress.batches_in_epoch + len(parts.train)
-    model.train()
-    accumulation = config.gradient_accumulation_steps
-    window = torch.zeros(2, dtype=torch.float64, device=dist.device)  # loss sum, samples since last log
-    epoch_sums = loss_sums.to(dist.device, copy=True)
-    clock = time.perf_counter()
-    for batch in parts.train:
-        window_size, ends_window = accumulation_window(progress.batches_in_epoch, epoch_batches, accumulation)
-        batch = {key: value.to(dist.device, non_blocking=True) for key, value in batch.items()}
-        sync = contextlib.nullcontext() if ends_window or not dist.is_distributed else model.no_sync()
-        with sync:
-            with parts.autocast():
-                loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                             labels=batch["labels"]).loss
-            (loss / window_size).backward()
-        size = batch["labels"].shape[0]
-        sample_loss = torch.stack([loss.detach().double() * size, torch.tensor(size, device=dist.device).double()])
-        window += sample_loss
-        epoch_sums += sample_loss
-        progress.batches_in_epoch += 1
-        progress.samples_in_epoch += size * dist.world_size
-        progress.train_samples += size * dist.world_size
-        if not ends_window:
-            continue
-        optimizer_step(parts.model, parts.optimizer, parts.scheduler, config.max_grad_norm)
-        progress.global_step += 1
-        _maybe_crash_for_test(progress.global_step, dist)
-        if progress.global_step % config.log_every == 0:
-            totals = all_reduce_sum(window, dist).cpu()
-            tracker.log({"train/loss": float(totals[0] / totals[1]), "train/lr": parts.scheduler.get_last_lr()[0],
-                         "epoch": epoch + progress.batches_in_epoch / epoch_batches},
-                        global_step=progress.global_step)
-            window.zero_()
-        at_epoch_end = progress.batches_in_epoch == epoch_batches
-        if config.checkpoint_every and progress.global_step % config.checkpoint_every == 0 and not at_epoch_end:
-            progress.train_seconds += _elapsed(clock, dist)
-            loss_sums.copy_(epoch_sums.cpu())
-            save()
-            clock = time.perf_counter()
-    progress.train_seconds += _elapsed(clock, dist)
-    loss_sums.copy_(epoch_sums.cpu())
+def _completed(state: TrainingRun, started: float, resumed_from: dict[str, Any] | None) -> dict[str, Any]:
+    parts, progress, dist, context = state.parts, state.progress, state.dist, state.context
+    test = evaluate(parts.model, parts.test, num_labels=len(parts.splits.label_names), dist=dist,
+                    autocast=parts.precision.autocast(), collect_predictions=True)
+    metrics = summary(progress, parts.recipe, test={f"test/{k}": v for k, v in test.metrics.items() if k != "examples"})
+    result = _result(state, "completed", metrics, started, resumed_from)
+    state.publish("finished", wake="trial-finished", final=metrics)
+    if dist.is_main:
+        write_predictions(context.run_dir / PREDICTIONS_FILE, test.predictions,
+                          texts=parts.splits.test.texts, label_names=parts.splits.label_names)
+        write_json_atomic(context.run_dir / RESULT_FILE, result)
+        state.tracker.summarize(metrics)
+        logger.info("trial %s finished: %s", context.trial_id or STANDALONE,
+                    " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    if state.channel is not None:
+        state.channel.flush(FINAL_FLUSH_S, raise_errors=True)
+    state.tracker.finish("completed")
+    return result
 
 
-def _restore(payload: dict[str, Any], parts: Components, dist: DistInfo) -> tuple[ckpt.Progress, torch.Tensor]:
-    """Load weights, optimizer, schedule, progress; then this rank's RNG and loss sums (last, as they were)."""
-    parts.model.load_state_dict(payload["model"])
-    parts.optimizer.load_state_dict(payload["optimizer"])
-    parts.scheduler.load_state_dict(payload["scheduler"])
-    progress = ckpt.progress_from(payload)
-    rank_states = payload["rank_states"]
-    if len(rank_states) == dist.world_size:
-        own = rank_states[dist.rank]
-        loss_sums = torch.tensor(own["loss_sums"], dtype=torch.float64)
-    else:
-        logger.warning("checkpoint was written by %d ranks, now %d: data order continues exactly, but RNG "
-                       "streams restart from rank 0's, so the result is not bit-identical",
-                       len(rank_states), dist.world_size)
-        own = rank_states[0]
-        total = torch.tensor([s["loss_sums"] for s in rank_states], dtype=torch.float64).sum(dim=0)
-        loss_sums = total if dist.is_main else torch.zeros(2, dtype=torch.float64)
-    ckpt.restore_rng_state(own["rng"])
-    return progress, loss_sums
+def _stopped(state: TrainingRun, started: float, resumed_from: dict[str, Any] | None) -> dict[str, Any]:
+    """Checkpoint (unless this step's is written), metrics with the marker, result.json, W&B ended as stopped."""
+    decision, progress, dist = state.stop.decision, state.progress, state.dist
+    assert decision is not None
+    if state.saved_at_step != progress.global_step:
+        state.save()
+    metrics = summary(progress, state.parts.recipe)
+    result = _result(state, decision.status, metrics, started, resumed_from)
+    result.update(exit_code=decision.exit_code,
+                  stop={"signal": decision.signal_name, "received_here": decision.local,
+                        "at_step": progress.global_step})
+    state.publish(decision.status, wake="trial-stopped")
+    if state.channel is not None:
+        state.channel.flush(STOP_FLUSH_S)
+    if dist.is_main:
+        write_json_atomic(state.context.run_dir / RESULT_FILE, result)
+        state.tracker.summarize(metrics)
+    logger.warning("trial %s %s at step %d/%d on %s: checkpoint written, exit code %d",
+                   state.context.trial_id or STANDALONE, decision.status, progress.global_step,
+                   state.parts.recipe.total_steps, decision.signal_name, decision.exit_code)
+    state.tracker.finish(decision.status, exit_code=decision.exit_code)
+    return result
 
 
-def _summary(progress: ckpt.Progress, test: dict[str, float] | None = None) -> dict[str, float]:
-    """The W&B summary / DynamoDB metrics: the last epoch's, the best, the test set's, throughput."""
-    last = progress.history[-1] if progress.history else {}
-    metrics = {key: float(value) for key, value in last.items()}
-    metrics.update(test or {})
-    metrics["epoch"] = float(progress.epoch)
-    metrics["global_step"] = float(progress.global_step)
-    metrics["samples_per_s"] = progress.train_samples / progress.train_seconds if progress.train_seconds else 0.0
-    if progress.best_metric is not None:
-        metrics[f"best/{BEST_METRIC}"] = float(progress.best_metric)
-        metrics["best/epoch"] = float(progress.best_epoch or 0)
-    return metrics
-
-
-def _elapsed(since: float, dist: DistInfo) -> float:
-    if dist.device.type == "cuda":
-        torch.cuda.synchronize(dist.device)
-    return time.perf_counter() - since
-
-
-def _maybe_crash_for_test(global_step: int, dist: DistInfo) -> None:
-    at_step = os.environ.get(TEST_CRASH_AT_STEP)
-    if at_step and dist.restart_count == 0 and global_step == int(at_step) \
-            and dist.rank == int(os.environ.get(TEST_CRASH_RANK, "1")):
-        logger.error("%s=%s: rank %d exits hard at step %d (test fault injection)",
-                     TEST_CRASH_AT_STEP, at_step, dist.rank, global_step)
-        os._exit(13)
-
-
-def _fmt(metrics: Mapping[str, float]) -> str:
-    return " ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
-                    for key, value in metrics.items())
+def _result(state: TrainingRun, status: str, metrics: dict[str, float], started: float,
+            resumed_from: dict[str, Any] | None) -> dict[str, Any]:
+    context, dist, progress, parts = state.context, state.dist, state.progress, state.parts
+    best = progress.history[progress.best_position] if progress.best_position is not None else {}
+    return {
+        "schema": RESULT_SCHEMA, "status": status, "trial_id": context.trial_id, "sweep_id": context.sweep_id,
+        "trial_index": context.trial_index, "attempt": context.attempt, "job": context.job_name,
+        "pod": context.pod_name, "restart_count": dist.restart_count, "world_size": dist.world_size,
+        "config": asdict(state.config), "recipe": parts.recipe.to_dict(), "precision": parts.precision.name,
+        "metrics": metrics, "best": {"metric": BEST_METRIC, "value": progress.best_metric,
+                                     "position": progress.best_position, "epoch": best.get("epoch"),
+                                     "global_step": best.get("global_step")},
+        "history": progress.history, "global_step": progress.global_step,
+        "samples_per_s": metrics["samples_per_s"], "train_time_s": progress.train_seconds,
+        "wall_time_s": time.monotonic() - started, "resumed_from": resumed_from, "resumable": status != "completed",
+    }
 
 
 def run(config: TrainConfig, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
-    """Entry point under torchrun or plain python: join the group, train, tell the dispatcher."""
+    """Entry point under torchrun or plain python: writable paths, join the group, stop handling, train."""
     context = TrialContext.from_env(environ, output_dir=config.output_dir)
+    if environ is os.environ:
+        prepare_writable_paths(os.environ, output_root=context.output_root)
+    check_output_writable(context.run_dir)
     dist = init_distributed(environ)
+    stop = StopRequests(dist).install()
     try:
-        result = training_function(config, context, dist)
-    except BaseException:
-        # torchrun restarts the workers while restarts are left: the trial has not finished yet.
-        if dist.is_main and dist.last_restart:
-            send_wake(context, ok=False)
-        raise
-    else:
-        if dist.is_main:
-            send_wake(context, ok=True)
-        return result
+        return training_function(config, context, dist, stop=stop)
     finally:
+        stop.uninstall()
         shutdown(dist)
+
+
+def exit_code(result: Mapping[str, Any]) -> int:
+    """0 for a completed run; the stop signal's code (128 + signal) for a graceful stop."""
+    return 0 if result.get("status") == "completed" else int(result.get("exit_code", 1))

@@ -30,6 +30,10 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 log = logging.getLogger(__name__)
 
 CONNECT_RETRIES = 3
+# The bearer token's key in ``Configuration.api_key``. Clients up to 35.x read only "authorization";
+# 36+ read "BearerToken" *or* "authorization" (its alias). "BearerToken" alone sent no token at all
+# with a 35.x client — which ``kubernetes>=29`` allows — so the key every version reads is used.
+API_KEY = "authorization"
 
 
 def _harden(configuration: "Configuration") -> "Configuration":
@@ -67,13 +71,13 @@ def api_client_from_host(
     if ca_file:
         configuration.ssl_ca_cert = ca_file
     if token is not None or token_provider is not None:
-        configuration.api_key = {"BearerToken": token if token is not None else token_provider()}  # type: ignore[misc]
-        configuration.api_key_prefix = {"BearerToken": "Bearer"}
+        configuration.api_key = {API_KEY: token if token is not None else token_provider()}  # type: ignore[misc]
+        configuration.api_key_prefix = {API_KEY: "Bearer"}
     if token_provider is not None:
         provider = token_provider
 
         def _refresh(config: Any) -> None:
-            config.api_key["BearerToken"] = provider()
+            config.api_key[API_KEY] = provider()
 
         configuration.refresh_api_key_hook = _refresh
     return ApiClient(_harden(configuration))

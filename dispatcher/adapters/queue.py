@@ -1,4 +1,9 @@
-"""SQS adapter: the team's sweep queue and its dead-letter queue. ``client`` is injected."""
+"""SQS adapter: the team's sweep queue, its dead-letter queue, and the wake queue. ``client`` is injected.
+
+The **wake queue** (``SWEEPQ_WAKE_QUEUE_URL`` / ``<queue>-wake``) carries only triggers: trainers
+send "trial finished" to it; the dispatcher deletes what it receives there without ever parsing
+a body, so nothing a trial sends can act as a submit or a cancel.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from dispatcher.core.errors import ConfigError, SweepqError, TransientError
 
 log = logging.getLogger(__name__)
-DLQ_MAX_RECEIVES = 3
+DLQ_MAX_RECEIVES = 5  # AWS advises >= 5 for event sources: a few throttled deliveries never dead-letter a valid sweep
 
 
 @dataclass(frozen=True)
@@ -21,6 +26,7 @@ class Received:
     receipt: str
     body: str
     receive_count: int
+    sender_id: str = ""  # SQS SenderId (IAM user id / role id:session) of who sent it; C4 groundwork
 
 
 def _translate(exc: Exception, what: str) -> SweepqError:
@@ -45,6 +51,28 @@ def resolve_queue_url(client: Any, *, url: str | None, name: str | None) -> str:
         return client.get_queue_url(QueueName=name)["QueueUrl"]
     except (ClientError, BotoCoreError) as exc:
         raise _translate(exc, f"find queue {name!r}") from exc
+
+
+def find_queue_url(client: Any, name: str) -> str | None:
+    """The URL of queue ``name``, or None when it does not exist."""
+    try:
+        return str(client.get_queue_url(QueueName=name)["QueueUrl"])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+            return None
+        raise _translate(exc, f"find queue {name!r}") from exc
+    except BotoCoreError as exc:
+        raise _translate(exc, f"find queue {name!r}") from exc
+
+
+def create_wake_queue(client: Any, name: str) -> str:
+    """Idempotently create the wake queue (triggers only: no DLQ, kept for a day). Returns its URL."""
+    try:
+        return str(client.create_queue(
+            QueueName=name, Attributes={"MessageRetentionPeriod": "86400", "SqsManagedSseEnabled": "true"},
+        )["QueueUrl"])
+    except (ClientError, BotoCoreError) as exc:
+        raise _translate(exc, f"create queue {name!r}") from exc
 
 
 def create_queues(client: Any, name: str, *, visibility_timeout: int = 300) -> tuple[str, str]:
@@ -85,7 +113,7 @@ class Queue:
             "QueueUrl": self.url,
             "MaxNumberOfMessages": max_messages,
             "WaitTimeSeconds": wait_s,
-            "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
+            "MessageSystemAttributeNames": ["All"],
         }
         if visibility_s is not None:
             kwargs["VisibilityTimeout"] = visibility_s
@@ -99,6 +127,7 @@ class Queue:
                 receipt=m["ReceiptHandle"],
                 body=m.get("Body", ""),
                 receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
+                sender_id=str(m.get("Attributes", {}).get("SenderId", "")),
             )
             for m in out.get("Messages", [])
         ]
@@ -108,3 +137,16 @@ class Queue:
             self.client.delete_message(QueueUrl=self.url, ReceiptHandle=receipt)
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, "delete a processed message") from exc
+
+    def drain_triggers(self, *, max_batches: int = 10) -> int:
+        """Receive and delete what is on this (wake) queue without parsing it; returns how many.
+        Each trigger only asks for a tick, and this is one."""
+        drained = 0
+        for _ in range(max_batches):
+            batch = self.receive(max_messages=10, wait_s=0)
+            for message in batch:
+                self.delete(message.receipt)
+            drained += len(batch)
+            if len(batch) < 10:
+                break
+        return drained

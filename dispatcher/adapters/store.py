@@ -2,59 +2,89 @@
 
 Items (``pk`` / ``sk``):
 
-=====================  =====================  ==============================================
-``SWEEP#<id>``         ``META``               state, cursor, live trials map, counters, best,
-                                              launch settings; ``list_pk`` ACTIVE|DONE +
-                                              ``list_sk`` (submitted_at#id) for the index
-``SWEEP#<id>``         ``SPEC``               the sweep file as submitted (immutable)
-``SWEEP#<id>``         ``TRIAL#<index:010d>`` params, state, attempt, job, attempt history,
-                                              metrics (written by the trainer)
-``LEASE``              ``dispatcher``         owner, expires_at, dirty (also the TTL attribute)
-=====================  =====================  ==============================================
+=====================  ==========================  ==========================================
+``SWEEP#<id>``         ``META``                    state, scope, namespace, kind, cursor, live
+                                                   trials map, counters, best, launch settings,
+                                                   hold; ``list_pk`` ACTIVE#<scope>|DONE +
+                                                   ``list_sk`` (submitted_at#id) for the index
+``SWEEP#<id>``         ``SPEC``                    the sweep file as submitted (immutable)
+``SWEEP#<id>``         ``TRIAL#<index:010d>``      params, state, attempt, job, attempt history,
+                                                   metrics
+``LEASE``              ``dispatcher#<scope>``      owner, expires_at, dirty — one lease per scope
+``SCOPES``             ``registry``                ``scopes``: every scope that accepted a sweep
+=====================  ==========================  ==========================================
 
-Access patterns: active sweeps = Query index ``by_state`` (``list_pk = ACTIVE``, keys only) +
-consistent BatchGetItem of their META items; a sweep's trials = Query ``pk`` begins_with TRIAL#;
-everything else is GetItem/PutItem/UpdateItem/TransactWriteItems by key. No Scan anywhere.
+Access patterns: a scope's active sweeps = Query index ``by_state`` (``list_pk = ACTIVE#<scope>``,
+keys only) + consistent BatchGetItem of their META items; ``producer list`` reads the registry
+and queries each scope's partition and ``DONE``; a sweep's trials = Query ``pk`` begins_with
+TRIAL#; everything else by key. No Scan anywhere.
 
-Every write the tick makes is a transaction that also checks the lease (``owner = me AND
+Every write the tick makes is a transaction that also checks its scope's lease (``owner = me AND
 expires_at > now``): a dispatcher whose lease expired and was taken over cannot write anything.
+The lease itself and the sweep domain writes live in :mod:`dispatcher.adapters.lease` and
+:mod:`dispatcher.adapters.sweep_writes` (mixed into :class:`Store`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import random
 import re
+import time
 from typing import Any, Callable, Iterable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from dispatcher.adapters.dynamo import des, jdump, ser, to_dynamo, translate
-from dispatcher.core.errors import Conflict
+from dispatcher.adapters.dynamo import des, ser, to_dynamo, translate
+from dispatcher.adapters.keys import (
+    DONE,
+    LEGACY_ACTIVE,
+    REGISTRY_KEY,
+    active_pk,
+    lease_key,
+    spec_key,
+    sweep_key,
+    trial_key,
+)
+from dispatcher.adapters.lease import LeaseOps
+from dispatcher.adapters.sweep_writes import SweepWrites
+from dispatcher.core.errors import ConfigError, Conflict, TransientError
 
 log = logging.getLogger(__name__)
 
 INDEX = "by_state"
-LEASE_KEY = {"pk": "LEASE", "sk": "dispatcher"}
+BATCH_TRIES = 8  # BatchGetItem rounds for UnprocessedKeys before the read counts as failed
 
 
-def sweep_key(sweep_id: str) -> dict[str, str]:
-    return {"pk": f"SWEEP#{sweep_id}", "sk": "META"}
+class LeaseLost(Conflict):
+    """A fenced write failed because the tick's lease is no longer ours (it expired and another
+    tick took it, or it was released): every further write of this tick would fail the same way."""
 
 
-def spec_key(sweep_id: str) -> dict[str, str]:
-    return {"pk": f"SWEEP#{sweep_id}", "sk": "SPEC"}
+def _lease_check_failed(exc: ClientError) -> bool:
+    reasons = exc.response.get("CancellationReasons") or []
+    return exc.response.get("Error", {}).get("Code") == "TransactionCanceledException" and bool(reasons) \
+        and reasons[-1].get("Code") == "ConditionalCheckFailed"
 
 
-def trial_key(sweep_id: str, index: int) -> dict[str, str]:
-    return {"pk": f"SWEEP#{sweep_id}", "sk": f"TRIAL#{index:010d}"}
+class Store(LeaseOps, SweepWrites):
+    """DynamoDB adapter. ``client`` is an injected ``boto3.client("dynamodb")``; ``scope`` is the
+    dispatcher scope whose lease this store's writes are fenced by (``None``: reads only, like the
+    producer). ``sleep`` is injected for the UnprocessedKeys backoff."""
 
-
-class Store:
-    """DynamoDB adapter. ``client`` is an injected ``boto3.client("dynamodb")``."""
-
-    def __init__(self, table: str, client: Any) -> None:
+    def __init__(self, table: str, client: Any, *, scope: str | None = None,
+                 sleep: Callable[[float], None] | None = None) -> None:
         self.table = table
         self.client = client
+        self.scope = scope
+        self._sleep = sleep
+
+    def with_scope(self, scope: str) -> "Store":
+        """The same table and client, fenced by ``scope``'s lease."""
+        if scope == self.scope:
+            return self
+        return Store(self.table, self.client, scope=scope, sleep=self._sleep)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
@@ -63,11 +93,17 @@ class Store:
         except (ClientError, BotoCoreError) as exc:
             raise translate(exc, what) from exc
 
+    @property
+    def lease_key(self) -> dict[str, str]:
+        if self.scope is None:
+            raise ConfigError("this store has no dispatcher scope: leases and fenced writes need one (SWEEPQ_SCOPE)")
+        return lease_key(self.scope)
+
     def _lease_check(self, owner: str, now: float) -> dict[str, Any]:
         return {
             "ConditionCheck": {
                 "TableName": self.table,
-                "Key": ser(LEASE_KEY),
+                "Key": ser(self.lease_key),
                 "ConditionExpression": "#o = :owner AND expires_at > :now",
                 "ExpressionAttributeNames": {"#o": "owner"},
                 "ExpressionAttributeValues": ser({":owner": owner, ":now": now}),
@@ -82,7 +118,15 @@ class Store:
         for op in ops:
             body = next(iter(op.values()))
             body.setdefault("TableName", self.table)
-        self._call(what, self.client.transact_write_items, TransactItems=ops)
+        try:
+            self.client.transact_write_items(TransactItems=ops)
+        except ClientError as exc:
+            if owner is not None and _lease_check_failed(exc):
+                raise LeaseLost(f"{what}: lost a conditional write (the lease of scope {self.scope} is no longer "
+                                f"{owner}'s)") from exc
+            raise translate(exc, what) from exc
+        except BotoCoreError as exc:
+            raise translate(exc, what) from exc
 
     # -- table ------------------------------------------------------------------------------
     def create_table(self) -> bool:
@@ -120,96 +164,7 @@ class Store:
             log.warning("could not enable TTL on %s: %s", self.table, exc)
         return True
 
-    # -- lease ------------------------------------------------------------------------------
-    def acquire_lease(self, owner: str, *, now: float, seconds: int) -> bool:
-        try:
-            self.client.put_item(
-                TableName=self.table,
-                Item=ser({**LEASE_KEY, "owner": owner, "expires_at": now + seconds, "acquired_at": now, "dirty": False}),
-                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now OR #o = :owner",
-                ExpressionAttributeNames={"#o": "owner"},
-                ExpressionAttributeValues=ser({":now": now, ":owner": owner}),
-            )
-            return True
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise translate(exc, "acquire lease") from exc
-
-    def mark_dirty(self) -> bool:
-        """Ask the lease holder to tick once more before releasing (a trigger arrived meanwhile)."""
-        try:
-            self.client.update_item(
-                TableName=self.table,
-                Key=ser(LEASE_KEY),
-                UpdateExpression="SET dirty = :t",
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues=ser({":t": True}),
-            )
-            return True
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise translate(exc, "mark lease dirty") from exc
-
-    def release_lease(self, owner: str) -> bool:
-        """Release unless someone marked the lease dirty; returns True if released, False if dirty
-        (the caller ticks again; the dirty mark is cleared)."""
-        try:
-            self.client.delete_item(
-                TableName=self.table,
-                Key=ser(LEASE_KEY),
-                ConditionExpression="#o = :owner AND dirty = :f",
-                ExpressionAttributeNames={"#o": "owner"},
-                ExpressionAttributeValues=ser({":owner": owner, ":f": False}),
-            )
-            return True
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise translate(exc, "release lease") from exc
-        try:
-            self.client.update_item(
-                TableName=self.table,
-                Key=ser(LEASE_KEY),
-                UpdateExpression="SET dirty = :f",
-                ConditionExpression="#o = :owner",
-                ExpressionAttributeNames={"#o": "owner"},
-                ExpressionAttributeValues=ser({":owner": owner, ":f": False}),
-            )
-            return False
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return True  # someone else holds it now: nothing of ours to release
-            raise translate(exc, "clear lease dirty mark") from exc
-
-    def renew_lease(self, owner: str, *, now: float, seconds: int) -> None:
-        self._call(
-            "renew lease",
-            self.client.update_item,
-            TableName=self.table,
-            Key=ser(LEASE_KEY),
-            UpdateExpression="SET expires_at = :exp",
-            ConditionExpression="#o = :owner AND expires_at > :now",
-            ExpressionAttributeNames={"#o": "owner"},
-            ExpressionAttributeValues=ser({":owner": owner, ":now": now, ":exp": now + seconds}),
-        )
-
-    # -- sweeps -----------------------------------------------------------------------------
-    def put_sweep(self, meta: dict[str, Any], spec: dict[str, Any], *, owner: str | None, now: float) -> bool:
-        """Create META (+ SPEC) if absent. False when the sweep already exists (duplicate delivery)."""
-        sweep_id = meta["sweep_id"]
-        items = [
-            {"Put": {"Item": ser({**sweep_key(sweep_id), **meta}), "ConditionExpression": "attribute_not_exists(pk)"}},
-            {"Put": {"Item": ser({**spec_key(sweep_id), "spec": jdump(spec)}), "ConditionExpression": "attribute_not_exists(pk)"}},
-        ]
-        try:
-            self.transact(f"store sweep {sweep_id}", items, owner=owner, now=now)
-            return True
-        except Conflict:
-            if self.get_sweep(sweep_id) is not None:
-                return False
-            raise
-
+    # -- reads ------------------------------------------------------------------------------
     def get_sweep(self, sweep_id: str, *, consistent: bool = True) -> dict[str, Any] | None:
         out = self._call(
             f"read sweep {sweep_id}", self.client.get_item, TableName=self.table, Key=ser(sweep_key(sweep_id)),
@@ -218,8 +173,6 @@ class Store:
         return des(out["Item"]) if "Item" in out else None
 
     def get_spec(self, sweep_id: str) -> dict[str, Any] | None:
-        import json
-
         out = self._call(
             f"read spec {sweep_id}", self.client.get_item, TableName=self.table, Key=ser(spec_key(sweep_id)),
             ConsistentRead=True,
@@ -246,24 +199,50 @@ class Store:
             kwargs["ExclusiveStartKey"] = out["LastEvaluatedKey"]
 
     def batch_get_sweeps(self, sweep_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """META items by id, read strongly. UnprocessedKeys (throttling) are retried with
+        exponential backoff and jitter; after :data:`BATCH_TRIES` rounds the read fails as
+        transient — it never spins in a tight loop against a throttled table."""
         ids = list(dict.fromkeys(sweep_ids))
         found: list[dict[str, Any]] = []
         for start in range(0, len(ids), 100):
             keys = [ser(sweep_key(s)) for s in ids[start : start + 100]]
             request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
-            while request:
+            for attempt in range(BATCH_TRIES):
                 out = self._call("read sweeps", self.client.batch_get_item, RequestItems=request)
                 found.extend(des(i) for i in out.get("Responses", {}).get(self.table, []))
                 request = out.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                if attempt + 1 < BATCH_TRIES:
+                    (self._sleep or time.sleep)(random.uniform(0.5, 1.0) * min(2.0, 0.05 * 2**attempt))
+            else:
+                left = len(request.get(self.table, {}).get("Keys", []))
+                raise TransientError(f"read sweeps: {left} keys still unprocessed after {BATCH_TRIES} tries "
+                                     "(DynamoDB throttling) — retried next tick")
         return found
 
-    def active_sweeps(self) -> list[dict[str, Any]]:
-        return [s for s in self.batch_get_sweeps(self._query_index("ACTIVE")) if s.get("list_pk") == "ACTIVE"]
+    def scopes(self) -> list[str]:
+        """Every scope that ever accepted a sweep into this table (the registry item)."""
+        out = self._call("read scope registry", self.client.get_item, TableName=self.table,
+                         Key=ser(REGISTRY_KEY), ConsistentRead=True)
+        return sorted(des(out["Item"]).get("scopes") or ()) if "Item" in out else []
+
+    def active_sweeps(self, scope: str | None = None) -> list[dict[str, Any]]:
+        """The active sweeps of ``scope`` (default: this store's scope; with neither, of every
+        scope in the registry — for tests and operators, not the tick)."""
+        scope = scope or self.scope
+        scopes = [scope] if scope else self.scopes()
+        wanted = {active_pk(s) for s in scopes}
+        ids = [sweep_id for s in scopes for sweep_id in self._query_index(active_pk(s))]
+        return [s for s in self.batch_get_sweeps(ids) if s.get("list_pk") in wanted]
 
     def list_sweeps(self, *, limit: int = 50, include_done: bool = True) -> list[dict[str, Any]]:
-        ids = self._query_index("ACTIVE", newest_first=True, limit=limit)
+        """Newest first, across every scope (and sweeps stored before scopes existed)."""
+        ids: list[str] = []
+        for list_pk in [active_pk(s) for s in self.scopes()] + [LEGACY_ACTIVE]:
+            ids += self._query_index(list_pk, newest_first=True, limit=limit)
         if include_done:
-            ids += self._query_index("DONE", newest_first=True, limit=limit)
+            ids += self._query_index(DONE, newest_first=True, limit=limit)
         sweeps = self.batch_get_sweeps(ids)
         sweeps.sort(key=lambda s: s.get("submitted_at", ""), reverse=True)
         return sweeps[:limit]
@@ -290,7 +269,7 @@ class Store:
         )
         return des(out["Item"]) if "Item" in out else None
 
-    # -- update helpers used by the tick -----------------------------------------------------
+    # -- transaction items ------------------------------------------------------------------
     @staticmethod
     def update(key: dict[str, str], expression: str, values: dict[str, Any], *, condition: str | None = None,
                names: dict[str, str] | None = None) -> dict[str, Any]:
@@ -316,4 +295,4 @@ class Store:
         return {"Put": body}
 
 
-__all__ = ["Store", "sweep_key", "spec_key", "trial_key", "LEASE_KEY", "INDEX", "to_dynamo"]
+__all__ = ["Store", "LeaseLost", "sweep_key", "spec_key", "trial_key", "lease_key", "active_pk", "INDEX", "DONE", "to_dynamo"]

@@ -12,8 +12,13 @@ from typing import Any
 from dispatcher.core.errors import ConfigError
 from dispatcher.core.jobs import Backend
 
-# kind → (module, class). Kubernetes kinds take (api_client=, namespace=, request_timeout=, ...);
-# extra options per kind: elasticjob rdzv_endpoint=, trainjob runtime=, template templates=/plurals=.
+# kind → (module, class). Kubernetes kinds take (api_client=, namespace=, request_timeout=) and the
+# options every kind renders the same way (termination_grace_s= — SWEEPQ_TERMINATION_GRACE_S; not
+# for trainjob, whose runtime sets it —, run_as_user=, run_as_group=, kueue_priority_classes= —
+# the policy's bound Policy.priority_class, or a {min_priority: class} mapping —,
+# pending_detail_after_s=, clock=; see KubeBackend.__init__ and kube_options.JobOptions); per kind:
+# pytorchjob/job ttl_seconds=, trainjob runtime=, template templates=/plurals=/resources=.
+# elasticjob is retired (observe/cancel only).
 BACKENDS: dict[str, tuple[str, str]] = {
     "pytorchjob": ("dispatcher.backends.pytorchjob", "PyTorchJobBackend"),
     "elasticjob": ("dispatcher.backends.elasticjob", "ElasticJobBackend"),

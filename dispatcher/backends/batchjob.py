@@ -1,7 +1,10 @@
 """Kind ``job``: a ``batch/v1`` Job running single-node ``torchrun --standalone``.
 
 ``backoffLimit: 0`` — a failed attempt stays failed; retries are the dispatcher's, as a new
-attempt with a new job name. ``activeDeadlineSeconds`` enforces ``max_runtime``.
+attempt with a new job name. ``activeDeadlineSeconds`` enforces ``max_runtime``; torchrun's
+``--max-restarts`` restarts crashed workers inside the pod. Valid on Kubernetes 1.29 – 1.37
+(``kubernetes-validate --strict`` and the ``kubernetes`` client's models); Kueue's ``batch/job``
+integration is on by default (the job is created suspended and unsuspended on admission).
 """
 
 from __future__ import annotations
@@ -10,16 +13,17 @@ from typing import Any, Mapping
 
 from dispatcher.backends.kube_base import KubeBackend, ResourceRef
 from dispatcher.backends.kube_common import (
-    progress_from,
     Progress,
     as_int,
     container,
     job_metadata,
     phase_from_conditions,
     pod_template,
+    progress_from,
     split_command,
     status_of,
 )
+from dispatcher.backends.kube_options import DEFAULT_OPTIONS, JobOptions
 from dispatcher.core.jobs import JobPhase, LaunchRequest
 
 KIND = "job"
@@ -46,20 +50,21 @@ def torchrun_standalone(nproc_per_node: int, max_restarts: int) -> list[str]:
             f"--max-restarts={max_restarts}"]
 
 
-def build_batchjob(request: LaunchRequest, *, ttl_seconds: int | None = None) -> dict[str, Any]:
+def build_batchjob(request: LaunchRequest, *, ttl_seconds: int | None = None,
+                   options: JobOptions = DEFAULT_OPTIONS) -> dict[str, Any]:
     """The batch/v1 Job manifest of one trial attempt. Purely computational. ``ttl_seconds``: the
     Job controller deletes the finished job after that long (keep it well above the tick interval)."""
     launch = request.launch
     command, args = split_command(request, torchrun_standalone(launch.workers_per_node, launch.max_restarts))
-    main = container(request, name=CONTAINER_NAME, command=command, args=args)
+    main = container(request, name=CONTAINER_NAME, command=command, args=args, options=options)
     spec: dict[str, Any] = {"backoffLimit": 0}
     if launch.max_runtime:
         spec["activeDeadlineSeconds"] = launch.max_runtime
     if ttl_seconds:
         spec["ttlSecondsAfterFinished"] = ttl_seconds
-    spec["template"] = pod_template(request, kind=KIND, main=main, restart_policy="Never")
+    spec["template"] = pod_template(request, kind=KIND, main=main, restart_policy="Never", options=options)
     return {"apiVersion": RESOURCE.api_version, "kind": RESOURCE.kind,
-            "metadata": job_metadata(request, kind=KIND), "spec": spec}
+            "metadata": job_metadata(request, kind=KIND, options=options), "spec": spec}
 
 
 def job_progress(obj: Mapping[str, Any]) -> Progress:
@@ -86,7 +91,7 @@ class BatchJobBackend(KubeBackend):
         self.ttl_seconds = ttl_seconds
 
     def build(self, request: LaunchRequest) -> dict[str, Any]:
-        return build_batchjob(request, ttl_seconds=self.ttl_seconds)
+        return build_batchjob(request, ttl_seconds=self.ttl_seconds, options=self.options)
 
     def progress(self, obj: Mapping[str, Any], context: Any) -> Progress:
         return job_progress(obj)

@@ -1,17 +1,22 @@
-"""Kind ``elasticjob``: a TorchElastic controller ``elastic.pytorch.org/v1alpha1`` ElasticJob.
+"""Kind ``elasticjob`` — **retired**: no new ElasticJobs; those already running are observed and
+cancelled until they are gone.
 
-The controller (pytorch/elastic ``kubernetes/controllers/pod.go``) *prepends* to every
-container's ``args``::
+Why: the TorchElastic controller's CRD (``elastic.pytorch.org/v1alpha1``, pytorch/elastic
+``kubernetes/``) is an ``apiextensions.k8s.io/v1beta1`` CRD, an API Kubernetes removed in 1.22,
+so it cannot be installed on any cluster sweepq supports (1.29+); its ``replicaSpecs`` schema is
+not structural, the controller is unmaintained, and its rendezvous needs etcd's v2 API (removed
+in etcd 3.6) through ``python-etcd``. Kueue has no ElasticJob integration either. Shipping our
+own ``apiextensions.k8s.io/v1`` CRD would keep a dead controller alive; instead the same thing —
+torchrun's elastic rendezvous over ``nodes: "MIN:MAX"`` — is what kind ``pytorchjob`` does
+(c10d rendezvous on worker 0, no etcd), and kind ``trainjob`` runs fixed-size jobs under Kueue.
 
-    --rdzv_backend=etcd --rdzv_endpoint=<spec.rdzvEndpoint> --rdzv_id=<job name> --nnodes=<min>:<max>
+:meth:`ElasticJobBackend.dryrun` raises :data:`RETIRED` (a ``PermanentError``), so intake stores
+a new ``elasticjob`` sweep as REJECTED with that migration note and ``producer submit --dry-run``
+prints it; ``observe`` and ``cancel`` keep working for the sweeps that already run ElasticJobs.
 
-so the container's ``command`` must be the launcher itself (``torchrun``) and our ``args`` start
-with the per-node flags followed by the trial argv. A full user command (no launcher) would get
-those flags appended to it, so it is refused. The image needs ``python-etcd`` for the etcd
-rendezvous backend, and an etcd service must exist (default ``etcd-service:2379``).
-
-The ElasticJob status is unreliable (it often stays at Created/Running), so the phase comes from
-the job's pods: one pods list per tick with the sweepq selector, aggregated per job.
+Observing (what the controller writes): the ElasticJob's own status is unreliable (it often stays
+at Created/Running), so the phase comes from the job's pods, one pods list per tick for all of
+them, aggregated per job; a terminal condition on the job itself is trusted when present.
 """
 
 from __future__ import annotations
@@ -19,30 +24,25 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Mapping
 
-from dispatcher.backends.kube_base import KubeBackend, ResourceRef, first_time, last_time
-from dispatcher.backends.kube_common import (
-    LABEL_JOB_NAME,
-    LABEL_KIND,
-    Progress,
-    as_int,
-    container,
-    job_metadata,
-    pod_template,
-    status_of,
-)
+from dispatcher.backends.kube_base import PODS, KubeBackend, ResourceRef, first_time, last_time
+from dispatcher.backends.kube_common import LABEL_JOB_NAME, LABEL_KIND, Progress, as_int, status_of
+from dispatcher.backends.kube_pods import pod_failure
 from dispatcher.backends.pytorchjob import kubeflow_progress
 from dispatcher.core.errors import PermanentError
-from dispatcher.core.jobs import LABEL_MANAGED_BY, MANAGED_BY, SELECTOR, JobPhase, LaunchRequest
+from dispatcher.core.jobs import LABEL_MANAGED_BY, MANAGED_BY, SELECTOR, DryRun, JobPhase, LaunchRequest
 
 KIND = "elasticjob"
 RESOURCE = ResourceRef(
     group="elastic.pytorch.org", version="v1alpha1", plural="elasticjobs", kind="ElasticJob",
-    missing_fix="install the TorchElastic controller (pytorch/elastic kubernetes/) or use SWEEPQ_BACKEND=pytorchjob",
+    missing_fix="nothing to drain: kind elasticjob is retired — remove it from SWEEPQ_KINDS",
 )
-PODS = ResourceRef(group="", version="v1", plural="pods", kind="Pod", missing_fix="the API server serves no pods")
-DEFAULT_RDZV_ENDPOINT = "etcd-service:2379"
-CONTAINER_NAME = "elasticjob-worker"
-RESTART_POLICY = "ExitCode"  # as pytorchjob: recreate pods killed by signals, fail on exit 1-127
+RETIRED = (
+    "kind: 'elasticjob' is retired — the TorchElastic ElasticJob CRD is apiextensions.k8s.io/v1beta1, "
+    "removed in Kubernetes 1.22, so it cannot be installed on a supported cluster (1.29+), and its controller "
+    "is unmaintained. Use kind: pytorchjob with the same nodes: 'MIN:MAX' (a Kubeflow PyTorchJob runs the same "
+    "torchrun elastic rendezvous, c10d, without etcd), or kind: trainjob for a fixed node count under Kueue. "
+    "ElasticJobs already running are still observed and can be cancelled."
+)
 
 # Pod phase → how it counts for its job. A job is RUNNING when at least minReplicas pods run,
 # PENDING while fewer do, and ends when no pod is left pending/running: FAILED if any pod failed,
@@ -54,55 +54,6 @@ POD_PHASES: dict[str, str] = {
     "Succeeded": "done",
     "Failed": "failed",
 }
-
-
-def build_elasticjob(
-    request: LaunchRequest, *, rdzv_endpoint: str = DEFAULT_RDZV_ENDPOINT, ttl_seconds: int | None = None
-) -> dict[str, Any]:
-    """The ElasticJob manifest of one trial attempt. Purely computational."""
-    launch = request.launch
-    if request.command.launcher != "torchrun":
-        raise PermanentError(
-            "command: kind elasticjob runs the trial under torchrun (its controller appends rendezvous "
-            "flags to the container args) — start the sweep command with ${interpreter} or use kind pytorchjob"
-        )
-    args = [f"--nproc-per-node={launch.workers_per_node}", f"--max-restarts={launch.max_restarts}",
-            *[str(arg) for arg in request.command.argv]]
-    if len(args) == 2:
-        raise PermanentError("command: the trial command is empty — set 'command' or 'program' in the sweep file")
-    main = container(request, name=CONTAINER_NAME, command=["torchrun"], args=args)
-    spec: dict[str, Any] = {
-        "rdzvEndpoint": rdzv_endpoint,
-        "minReplicas": launch.min_nodes,
-        "maxReplicas": launch.max_nodes,
-        # ElasticJob inlines the Kubeflow RunPolicy into its spec.
-        "cleanPodPolicy": "Running",
-        "backoffLimit": launch.max_restarts,
-    }
-    if launch.max_runtime:
-        spec["activeDeadlineSeconds"] = launch.max_runtime
-    if ttl_seconds:
-        spec["ttlSecondsAfterFinished"] = ttl_seconds
-    spec["replicaSpecs"] = {
-        "Worker": {
-            "replicas": launch.max_nodes,
-            "restartPolicy": RESTART_POLICY,
-            "template": pod_template(request, kind=KIND, main=main, restart_policy=None),
-        },
-    }
-    return {"apiVersion": RESOURCE.api_version, "kind": RESOURCE.kind,
-            "metadata": job_metadata(request, kind=KIND), "spec": spec}
-
-
-def _pod_failure(pod: Mapping[str, Any]) -> str:
-    status = status_of(pod)
-    for container_status in status.get("containerStatuses") or []:
-        terminated = ((container_status or {}).get("state") or {}).get("terminated") or {}
-        code = terminated.get("exitCode")
-        if code not in (None, 0):
-            reason = terminated.get("reason") or ""
-            return f"{reason} (exit code {code})" if reason and reason != "Error" else f"exit code {code}"
-    return str(status.get("reason") or status.get("message") or "pod failed")
 
 
 def _pod_finish_times(pod: Mapping[str, Any]) -> list[Any]:
@@ -129,7 +80,7 @@ def elasticjob_progress(job: Mapping[str, Any], pods: list[Mapping[str, Any]]) -
         return Progress(phase, started_at=started_at)
     finished_at = last_time(t for pod in live for t in _pod_finish_times(pod))
     if counts["failed"]:
-        return Progress(JobPhase.FAILED, reason=_pod_failure(counts["failed"][0]),
+        return Progress(JobPhase.FAILED, reason=pod_failure(counts["failed"][0]),
                         started_at=started_at, finished_at=finished_at)
     return Progress(JobPhase.SUCCEEDED, started_at=started_at, finished_at=finished_at)
 
@@ -138,14 +89,17 @@ class ElasticJobBackend(KubeBackend):
     kind = KIND
     resource = RESOURCE
 
-    def __init__(self, *, rdzv_endpoint: str = DEFAULT_RDZV_ENDPOINT, ttl_seconds: int | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, *, rdzv_endpoint: str | None = None, ttl_seconds: int | None = None, **kwargs: Any) -> None:
+        """``rdzv_endpoint`` / ``ttl_seconds``: accepted from the existing wiring, unused — this
+        kind no longer creates jobs."""
         super().__init__(**kwargs)
         self.rdzv_endpoint = rdzv_endpoint
-        self.ttl_seconds = ttl_seconds
+
+    def dryrun(self, request: LaunchRequest) -> DryRun:
+        raise PermanentError(RETIRED)
 
     def build(self, request: LaunchRequest) -> dict[str, Any]:
-        return build_elasticjob(request, rdzv_endpoint=self.rdzv_endpoint, ttl_seconds=self.ttl_seconds)
+        raise PermanentError(RETIRED)
 
     def observe_context(self, items: list[dict[str, Any]], ref: ResourceRef) -> dict[str, list[dict[str, Any]]]:
         """One pods list for all ElasticJobs of this tick, grouped by job name."""
@@ -160,6 +114,9 @@ class ElasticJobBackend(KubeBackend):
                     and labels.get(LABEL_JOB_NAME):
                 by_job[labels[LABEL_JOB_NAME]].append(pod)
         return by_job
+
+    def pods_of(self, context: Any) -> dict[str, list[dict[str, Any]]] | None:
+        return context  # the pods are already listed for the phase: no second list for details
 
     def progress(self, obj: Mapping[str, Any], context: Any) -> Progress:
         name = (obj.get("metadata") or {}).get("name", "")

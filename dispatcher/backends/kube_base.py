@@ -8,25 +8,43 @@ Contract details (see ``dispatcher.core.jobs``):
 
 * ``submit``: HTTP 409 on create means "already launched" — success, returns the name.
 * ``observe``: one list call per resource per tick, selector ``app.kubernetes.io/managed-by=sweepq``,
-  re-checked client-side (some servers and emulators ignore selectors).
+  re-checked client-side (some servers and emulators ignore selectors). Then at most two more,
+  each only when needed, never one per job: the namespace's Kueue Workloads when a listed job
+  carries a queue label or is suspended (:mod:`dispatcher.backends.kueue`: ``JobStatus.admission``), and the
+  kind's pods when a job failed (its cause is read once and remembered) or has been pending more
+  than ``pending_detail_after_s`` outside Kueue's queue (:mod:`dispatcher.backends.kube_pods`:
+  ``JobStatus.detail``). Neither extra read can fail the tick: without it the status is plainer.
 * ``cancel``: delete with ``propagationPolicy=Foreground`` — the job stays listed (holding its GPUs in
   the cap accounting) until its pods are gone; 404 is fine.
 * API errors become typed errors: 409 (create) ok; 429/5xx/timeouts/401 → ``TransientError``;
   403/404-resource/400/422 → ``PermanentError`` whose message says what to do.
 
-Lists and creates use ``_preload_content=False`` and parse JSON directly: no per-object model
-deserialisation, and identical handling of CRDs and built-in kinds.
+The resource plumbing (``ResourceRef``, ``ResourceClient``, error translation) lives in
+:mod:`dispatcher.backends.kube_resource`.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+import time
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
-from dispatcher.backends.kube_common import ANNOTATION_GPUS, Progress, as_int, parse_time, render_yaml
-from dispatcher.core.errors import PermanentError, SweepqError, TransientError
+from dispatcher.backends import kueue
+from dispatcher.backends.kube_common import (
+    ANNOTATION_GPUS,
+    LABEL_JOB_NAME,
+    LABEL_KIND,
+    Progress,
+    as_int,
+    parse_time,
+    render_yaml,
+)
+from dispatcher.backends.kube_options import JobOptions, PriorityClasses
+from dispatcher.backends.kube_pods import job_detail
+from dispatcher.backends.kube_resource import PODS, ResourceClient, ResourceRef, api_error, workloads_ref
+from dispatcher.core.errors import PermanentError, SweepqError
 from dispatcher.core.jobs import (
     LABEL_ATTEMPT,
     LABEL_MANAGED_BY,
@@ -34,7 +52,9 @@ from dispatcher.core.jobs import (
     LABEL_TRIAL_INDEX,
     MANAGED_BY,
     SELECTOR,
+    Admission,
     DryRun,
+    JobPhase,
     JobStatus,
     LaunchRequest,
 )
@@ -45,147 +65,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds per API call
-PROPAGATION = "Foreground"
-
-
-@dataclass(frozen=True)
-class ResourceRef:
-    """One API resource and the fix to print when the cluster does not serve it."""
-
-    group: str
-    version: str
-    plural: str
-    kind: str
-    missing_fix: str
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    @property
-    def display(self) -> str:
-        return f"{self.plural}.{self.group}/{self.version}" if self.group else f"{self.plural}/{self.version}"
-
-
-def _read_json(response: Any) -> dict[str, Any]:
-    try:
-        data = response.data
-    finally:
-        response.release_conn()
-    return json.loads(data) if data else {}
-
-
-class ResourceClient:
-    """create / list / delete of one resource in one namespace, over the official client: lists and
-    deletes through ``BatchV1Api`` for ``batch/v1`` Jobs, ``CoreV1Api`` for pods, ``CustomObjectsApi``
-    otherwise; creates always send the manifest dict as is (see :meth:`create`)."""
-
-    def __init__(self, api_client: "ApiClient", ref: ResourceRef, *, timeout: Any) -> None:
-        self.ref = ref
-        self._client = api_client
-        self._timeout = timeout
-
-    def create(self, namespace: str, body: Mapping[str, Any]) -> None:
-        """POST the manifest verbatim. Also for batch/v1 Jobs this goes through the client's generic
-        JSON endpoint (same URL and body as ``BatchV1Api``): the typed ``V1Job`` model would drop
-        fields this client version does not know and reject int quantities (``nvidia.com/gpu: 8``)
-        that the API server accepts — what ``--dry-run`` prints must be exactly what is sent."""
-        if self.ref.group == "":
-            raise PermanentError(f"kind {self.ref.kind} (core/v1) cannot be launched — wrap it in a batch/v1 Job")
-        from kubernetes.client import CustomObjectsApi
-
-        _read_json(CustomObjectsApi(self._client).create_namespaced_custom_object(
-            self.ref.group, self.ref.version, namespace, self.ref.plural, dict(body),
-            _preload_content=False, _request_timeout=self._timeout))
-
-    def list(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        opts = {"label_selector": selector, "_preload_content": False, "_request_timeout": self._timeout}
-        if (self.ref.group, self.ref.plural) == ("batch", "jobs"):
-            from kubernetes.client import BatchV1Api
-
-            response = BatchV1Api(self._client).list_namespaced_job(namespace, **opts)
-        elif (self.ref.group, self.ref.plural) == ("", "pods"):
-            from kubernetes.client import CoreV1Api
-
-            response = CoreV1Api(self._client).list_namespaced_pod(namespace, **opts)
-        else:
-            from kubernetes.client import CustomObjectsApi
-
-            response = CustomObjectsApi(self._client).list_namespaced_custom_object(
-                self.ref.group, self.ref.version, namespace, self.ref.plural, **opts)
-        items = _read_json(response).get("items")
-        return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
-
-    def list_function(self) -> Any:
-        """The official client's list method for this resource (what ``kubernetes.watch`` streams)."""
-        from kubernetes.client import BatchV1Api, CoreV1Api, CustomObjectsApi
-
-        if (self.ref.group, self.ref.plural) == ("batch", "jobs"):
-            return BatchV1Api(self._client).list_namespaced_job
-        if (self.ref.group, self.ref.plural) == ("", "pods"):
-            return CoreV1Api(self._client).list_namespaced_pod
-        return CustomObjectsApi(self._client).list_namespaced_custom_object
-
-    def list_args(self, namespace: str) -> tuple[str, ...]:
-        if self.ref.group in ("batch", ""):
-            return (namespace,)
-        return (self.ref.group, self.ref.version, namespace, self.ref.plural)
-
-    def delete(self, namespace: str, name: str) -> None:
-        opts = {"propagation_policy": PROPAGATION, "_preload_content": False, "_request_timeout": self._timeout}
-        if (self.ref.group, self.ref.plural) == ("batch", "jobs"):
-            from kubernetes.client import BatchV1Api
-
-            _read_json(BatchV1Api(self._client).delete_namespaced_job(name, namespace, **opts))
-        else:
-            from kubernetes.client import CustomObjectsApi
-
-            _read_json(CustomObjectsApi(self._client).delete_namespaced_custom_object(
-                self.ref.group, self.ref.version, namespace, self.ref.plural, name, **opts))
-
-
-def _status_body(exc: Any) -> dict[str, Any]:
-    try:
-        body = json.loads(exc.body or "")
-    except (TypeError, ValueError):
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def _retry_after(exc: Any) -> float:
-    headers = getattr(exc, "headers", None) or {}
-    try:
-        return float(headers.get("Retry-After", 0) or 0)
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def api_error(exc: BaseException, *, ref: ResourceRef, verb: str, namespace: str, name: str = "") -> SweepqError:
-    """Translate a client exception into a typed sweepq error whose message says what to do."""
-    status = getattr(exc, "status", None)
-    what = f"{verb} {ref.kind} {name!r}" if name else f"{verb} {ref.kind}s"
-    if status is None or status == 0:  # urllib3: timeouts, refused connections, TLS errors
-        return TransientError(f"{what} in namespace {namespace!r}: API server unreachable ({exc}) — retrying next tick")
-    body = _status_body(exc)
-    message = str(body.get("message") or getattr(exc, "reason", "") or "").strip()
-    if status == 429 or status >= 500 or status == 408:
-        return TransientError(f"{what}: API server answered {status} {message} — retrying next tick",
-                              delay=_retry_after(exc))
-    if status == 401:
-        return TransientError(f"{what}: 401 Unauthorized — the API token expired or is invalid; a fresh one is "
-                              "used next tick; check the kubeconfig / EKS access entry if this persists")
-    if status == 403:
-        return PermanentError(f"{what}: forbidden ({message}) — grant the dispatcher's identity '{verb}' on "
-                              f"{ref.display} in namespace {namespace!r} (Role + RoleBinding)")
-    if status == 404:
-        details = body.get("details") if isinstance(body.get("details"), dict) else {}
-        if details.get("kind") == "namespaces":
-            return PermanentError(f"{what}: namespace {namespace!r} does not exist — create it "
-                                  f"(kubectl create namespace {namespace}) or point the dispatcher at another one")
-        return PermanentError(f"{what}: the {ref.kind} CRD ({ref.display}) is not installed — {ref.missing_fix}")
-    if status in (400, 422):
-        return PermanentError(f"{what}: the API server rejected it: {message} — fix the launch settings or template")
-    return PermanentError(f"{what}: API server answered {status} {message}")
+PENDING_DETAIL_AFTER_S = 60.0  # a job pending this long outside Kueue's queue gets its pods' cause
 
 
 class KubeBackend:
@@ -196,11 +76,23 @@ class KubeBackend:
     resource: ResourceRef
 
     def __init__(
-        self, *, api_client: "ApiClient | None" = None, namespace: str, request_timeout: Any = DEFAULT_TIMEOUT
+        self, *, api_client: "ApiClient | None" = None, namespace: str, request_timeout: Any = DEFAULT_TIMEOUT,
+        termination_grace_s: int | None = None, run_as_user: int | None = None, run_as_group: int | None = None,
+        kueue_priority_classes: PriorityClasses = None,
+        pending_detail_after_s: float = PENDING_DETAIL_AFTER_S, clock: Callable[[], float] = time.time,
     ) -> None:
+        """Options every kind takes: see :class:`~dispatcher.backends.kube_options.JobOptions` for
+        ``termination_grace_s`` (``SWEEPQ_TERMINATION_GRACE_S``), ``run_as_user``/``run_as_group``
+        and ``kueue_priority_classes``; ``pending_detail_after_s`` and ``clock`` for pod causes."""
         self.namespace = namespace
         self._api_client = api_client
         self._timeout = request_timeout
+        self.options = JobOptions.build(termination_grace_s=termination_grace_s, run_as_user=run_as_user,
+                                        run_as_group=run_as_group, kueue_priority_classes=kueue_priority_classes)
+        self.pending_detail_after_s = pending_detail_after_s
+        self._clock = clock
+        self._workloads = kueue.WorkloadReader(self._list_workloads)
+        self._causes: dict[str, str] = {}  # uid/name of a failed job → its pods' cause (never changes)
 
     # ---- what a kind supplies
 
@@ -262,17 +154,113 @@ class KubeBackend:
 
     def observe(self) -> dict[str, JobStatus]:
         observed: dict[str, JobStatus] = {}
+        now = self._clock()
+        seen: set[str] = set()
         for ref in self.resources():
             try:
                 items = [obj for obj in self.client_for(ref).list(self.namespace, SELECTOR) if _ours(obj)]
             except Exception as exc:  # noqa: BLE001 - translated below
                 raise self._translate(exc, ref=ref, verb="list") from exc
             context = self.observe_context(items, ref) if items else None
-            for obj in items:
-                status = self.job_status(obj, self.progress(obj, context))
-                if status is not None:
-                    observed[status.name] = status
+            jobs = [(obj, status) for obj in items
+                    if (status := self.job_status(obj, self.progress(obj, context))) is not None]
+            jobs = self._with_admission(jobs, ref, now)
+            for status in self._with_causes(jobs, context, now, seen):
+                observed[status.name] = status
+        for gone in set(self._causes) - seen:  # the cache holds only jobs still listed
+            del self._causes[gone]
         return observed
+
+    def pods_of(self, context: Any) -> dict[str, list[dict[str, Any]]] | None:
+        """The pods a kind already listed for its phase, by job name (ElasticJob), else ``None``."""
+        return None
+
+    def _list_workloads(self, version: str) -> list[dict[str, Any]]:
+        return self.client_for(workloads_ref(version)).list(self.namespace, "")
+
+    def _with_admission(self, jobs: list[tuple[dict[str, Any], JobStatus]], ref: ResourceRef,
+                        now: float) -> list[tuple[dict[str, Any], JobStatus]]:
+        """Kueue's view of the jobs it may hold — those with a queue label, and any suspended one
+        (sweepq never creates a job suspended: Kueue did) —: one Workload list for all of them.
+        Workloads are matched by owner (``ref.kind``, name): list items of built-in kinds carry
+        no ``kind``."""
+        if not any(kueue.queue_of(obj) or kueue.suspended(obj) for obj, _ in jobs):
+            return jobs
+        workloads = self._workloads.read()
+        owners = kueue.workloads_by_owner(workloads or [])
+        result = []
+        for obj, status in jobs:
+            age = now - status.created_at if status.created_at is not None else None
+            view = kueue.admission_of(obj, owners.get((ref.kind, status.name)), workloads_read=workloads is not None,
+                                      age_s=age)
+            phase, failed = kueue.apply_admission(status.phase, view)
+            waiting = view.admission is not None and view.admission.waiting and not failed
+            status = dataclasses.replace(
+                status, admission=view.admission, admitted_at=view.admitted_at, detail=view.detail, phase=phase,
+                reason=failed or status.reason,
+                started_at=None if waiting and view.admission is not Admission.EVICTED else status.started_at,
+                finished_at=(view.failed_at or status.finished_at or self._clock()) if failed else status.finished_at)
+            result.append((obj, status))
+        return result
+
+    def _with_causes(self, jobs: list[tuple[dict[str, Any], JobStatus]], context: Any, now: float,
+                     seen: set[str]) -> list[JobStatus]:
+        """``detail`` from the pods of failed jobs and of jobs pending a while (one pods list) — a
+        pending job with none gets that said; adds the cache key of every job to ``seen``."""
+        def key(obj: Mapping[str, Any], status: JobStatus) -> str:
+            return str((obj.get("metadata") or {}).get("uid") or status.name)
+
+        def wants_pods(obj: Mapping[str, Any], status: JobStatus) -> bool:
+            if status.phase is JobPhase.FAILED:
+                return key(obj, status) not in self._causes
+            if status.phase is not JobPhase.PENDING or (status.admission is not None and status.admission.waiting):
+                return False  # a job Kueue holds has no pods
+            since = status.admitted_at or status.created_at
+            return since is not None and now - since >= self.pending_detail_after_s
+
+        pods = self.pods_of(context)
+        if pods is None and any(wants_pods(obj, status) for obj, status in jobs):
+            pods = self._list_pods()
+        result = []
+        for obj, status in jobs:
+            cache_key = key(obj, status)
+            seen.add(cache_key)
+            detail = self._causes.get(cache_key, "")
+            if cache_key not in self._causes and pods is not None and wants_pods(obj, status):
+                mine = pods.get(status.name, [])
+                detail = job_detail(mine)
+                if status.phase is JobPhase.FAILED:  # terminal: read its pods once, even if none are left
+                    self._causes[cache_key] = detail
+                elif not mine:
+                    detail = self._no_pods(obj, status, now)
+            if detail:
+                status = dataclasses.replace(status, detail=f"{status.detail}; {detail}" if status.detail else detail)
+            result.append(status)
+        return result
+
+    def _no_pods(self, obj: Mapping[str, Any], status: JobStatus, now: float) -> str:
+        """A job pending a while without a single pod: its controller cannot create them, and says
+        why only in its events (not read: one more list per tick and RBAC on events)."""
+        since = status.admitted_at or status.created_at or now
+        kind = str(obj.get("kind") or self.resource_of(obj).kind).lower()
+        return (f"no pods after {int(now - since)} s: the {self.kind} controller cannot create them (Pod Security or "
+                "the admission policy refusing them, a ServiceAccount that does not exist, a full ResourceQuota) — "
+                f"kubectl -n {self.namespace} describe {kind} {status.name} shows why")
+
+    def _list_pods(self) -> dict[str, list[dict[str, Any]]] | None:
+        """This kind's sweepq pods by job name, or ``None`` when they cannot be read (logged)."""
+        try:
+            items = self.client_for(PODS).list(self.namespace, f"{SELECTOR},{LABEL_KIND}={self.kind}")
+        except Exception as exc:  # noqa: BLE001 - causes are optional: the status stays without them
+            log.warning("%s: pods unreadable, no failure causes this tick (%s)", self.kind,
+                        getattr(exc, "status", "") or type(exc).__name__)
+            return None
+        by_job: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for pod in items:
+            labels = (pod.get("metadata") or {}).get("labels") or {}
+            if labels.get(LABEL_MANAGED_BY) == MANAGED_BY and labels.get(LABEL_JOB_NAME):
+                by_job[str(labels[LABEL_JOB_NAME])].append(pod)
+        return by_job
 
     def watch_streams(self, *, timeout_s: int = 60) -> list[tuple[str, Any]]:
         """``[(resource, stream)]``: each ``stream()`` is one Kubernetes watch on the resource with the

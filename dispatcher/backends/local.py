@@ -12,7 +12,18 @@ directory, ``<state_dir>/jobs/<job_name>/``, holding:
                boot id, so a reused pid or a reboot is never mistaken for the trial.
 ``log.txt``    stdout and stderr of the supervisor, torchrun and every worker.
 ``exit_code``  the verdict, written once: ``{returncode, reason, finished_at}``.
+``tail.json``  for a failed job, the last lines of ``log.txt`` (cleaned, secrets redacted, see
+               :mod:`dispatcher.backends.local_logs`), written once when the failure is first
+               observed; the job's ``reason`` is built from it (:mod:`dispatcher.core.failures`).
+``cancel_requested`` when a cancel was asked for (the supervisor then says "cancelled").
 ============== =========================================================================
+
+Cancel is asynchronous, like deleting a pod: it SIGTERMs the trial's supervisor and returns; the
+supervisor forwards SIGTERM to the trial's process group and SIGKILLs whatever is left after
+``termination_grace_s`` (default 120 s, ``SWEEPQ_TERMINATION_GRACE_S``: time for the trainer to
+write its checkpoint). Until then the job stays RUNNING and counts against the caps. A supervisor
+that does not finish the job within the grace (plus a margin) is bypassed: every process of the
+trial is killed and the verdict recorded by whoever observes or cancels it next.
 
 The trial runs under a supervisor (:mod:`dispatcher.backends.local_supervise`) started in its
 own session, so it outlives the dispatcher: a restarted dispatcher finds the running job, and
@@ -47,10 +58,12 @@ from dispatcher.backends.local_build import (
     LocalLaunch,
     build_argv,
     build_env,
+    check_program,
     job_labels,
     job_status,
     render,
 )
+from dispatcher.backends.local_logs import read_tail
 from dispatcher.core.errors import ConfigError, PermanentError
 from dispatcher.core.jobs import DryRun, JobStatus, LaunchRequest
 
@@ -58,7 +71,9 @@ logger = logging.getLogger(__name__)
 
 SUPERVISOR = Path(sv.__file__).resolve()
 _SAFE_JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
-_SUPERVISOR_MARGIN_S = 3.0  # cancel waits kill_grace + this for the supervisor's own escalation
+_SUPERVISOR_MARGIN_S = 5.0  # a supervisor gets grace + this to end a cancelled trial by itself
+DEFAULT_TERMINATION_GRACE_S = 120.0  # SIGTERM → SIGKILL (SWEEPQ_TERMINATION_GRACE_S)
+TAIL_FILE = "tail.json"
 
 
 # --- the backend --------------------------------------------------------------------------------
@@ -69,7 +84,8 @@ class LocalBackend:
 
     ``slots`` is the number of trials this machine runs at once; the dispatcher's planner uses
     it as the global cap (the backend itself never refuses a submit). ``clock`` dates records
-    and ages claims (``start_grace``); ``kill_grace`` is the SIGTERM → SIGKILL delay of cancel.
+    and ages claims (``start_grace``) and cancels; ``termination_grace_s`` is the SIGTERM →
+    SIGKILL delay of a cancel or of ``max_runtime``.
     """
 
     kind = KIND
@@ -82,7 +98,7 @@ class LocalBackend:
         clock: Callable[[], float] = time.time,
         *,
         cwd: Path | str | None = None,
-        kill_grace: float = 5.0,
+        termination_grace_s: float = DEFAULT_TERMINATION_GRACE_S,
         start_grace: float = 30.0,
     ) -> None:
         if slots < 1:
@@ -92,7 +108,7 @@ class LocalBackend:
         self.python = python
         self.clock = clock
         self.cwd = str(Path(cwd).resolve()) if cwd is not None else os.getcwd()
-        self.kill_grace = kill_grace
+        self.kill_grace = float(termination_grace_s)
         self.start_grace = start_grace
         self._children: dict[str, subprocess.Popen[bytes]] = {}  # supervisors we started; reaped in observe
 
@@ -110,6 +126,7 @@ class LocalBackend:
 
     def dryrun(self, request: LaunchRequest) -> DryRun:
         job_dir = self.job_dir(request.job_name)
+        check_program(request.command, python=self.python, cwd=self.cwd)
         env = build_env(request, output_dir=self.state_dir / "outputs", job_dir=job_dir)
         argv = build_argv(
             request.command, request.launch, python=self.python, cwd=self.cwd, path=env.get("PATH", os.environ.get("PATH"))
@@ -167,26 +184,41 @@ class LocalBackend:
                 statuses[status.name] = status
         return statuses
 
-    def cancel(self, name: str) -> None:
-        """SIGTERM the trial (through its supervisor), SIGKILL after ``kill_grace``; idempotent."""
+    def cancel(self, name: str, *, wait: float = 0.0) -> None:
+        """Ask the trial to stop: SIGTERM now, SIGKILL after the grace (by its supervisor).
+        Idempotent; returns at once unless ``wait`` > 0 (then waits that long for it to end)."""
         job_dir = self.job_dir(name)
         if not (job_dir / sv.SPEC_FILE).exists() or (job_dir / sv.EXIT_FILE).exists():
             logger.debug("cancel %s: unknown or finished; nothing to do", name)
             return
-        sv.create_json_exclusive(job_dir / sv.CANCEL_FILE, {"requested_at": self.clock()})
+        first = sv.create_json_exclusive(job_dir / sv.CANCEL_FILE, {"requested_at": self.clock()})
         pid = sv.read_json(job_dir / sv.PID_FILE)
-        if pid is not None and sv.is_alive(pid):
-            logger.info("cancel %s: SIGTERM to supervisor %s", name, pid["pid"])
+        if pid is None or not sv.is_alive(pid):
+            self._verdict(job_dir, "cancelled", grace=0.0)  # not started, or its supervisor is gone
+            self._reap()
+            return
+        if first:
+            logger.info("cancel %s: SIGTERM to supervisor %s (SIGKILL after %.0f s)", name, pid["pid"], self.kill_grace)
             try:
                 os.kill(pid["pid"], signal.SIGTERM)
             except ProcessLookupError:
                 logger.debug("cancel %s: supervisor exited meanwhile", name)
-            if self._wait_gone(pid, self.kill_grace + _SUPERVISOR_MARGIN_S):
-                self._verdict(job_dir, "cancelled", grace=0.0)  # sweeps stragglers if the record exists
-                return
-            logger.warning("cancel %s: supervisor %s unresponsive; killing the whole trial", name, pid["pid"])
-        self._verdict(job_dir, "cancelled", grace=0.0)
-        self._reap()
+        else:
+            self._escalate_if_overdue(job_dir, pid)
+        if wait > 0:
+            self.wait_stopped([name], timeout=wait)
+
+    def wait_stopped(self, names: list[str], *, timeout: float) -> list[str]:
+        """Wait up to ``timeout`` seconds for these jobs' processes to end; the names still running."""
+        deadline = time.monotonic() + timeout
+        running = list(names)
+        while running:
+            self._reap()
+            running = [n for n in running if self._supervisor_alive(self.job_dir(n))]
+            if not running or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        return running
 
     # -- internals
 
@@ -227,7 +259,33 @@ class LocalBackend:
             verdict = sv.read_json(job_dir / sv.EXIT_FILE) or self._verdict(
                 job_dir, "process vanished", grace=self.kill_grace
             )
-        return job_status(spec, pid, verdict)
+        elif verdict is None and pid is not None:
+            verdict = self._escalate_if_overdue(job_dir, pid)
+        if verdict is None or (verdict.get("returncode") == 0 and not verdict.get("reason")):
+            return job_status(spec, pid, verdict)
+        log = job_dir / sv.LOG_FILE
+        return job_status(spec, pid, verdict, tail=self._tail(job_dir), log=str(log) if log.exists() else "")
+
+    def _tail(self, job_dir: Path) -> list[str]:
+        """The redacted end of a failed job's log, read once and kept in ``tail.json``."""
+        kept = sv.read_json(job_dir / TAIL_FILE)
+        if kept is None:
+            sv.create_json_exclusive(job_dir / TAIL_FILE, {"lines": read_tail(job_dir / sv.LOG_FILE)})
+            kept = sv.read_json(job_dir / TAIL_FILE) or {}
+        return [str(line) for line in kept.get("lines", [])]
+
+    def _escalate_if_overdue(self, job_dir: Path, pid: Mapping[str, Any]) -> dict[str, Any] | None:
+        """A cancel older than the grace (plus a margin) whose supervisor still runs: end it all."""
+        requested = sv.read_json(job_dir / sv.CANCEL_FILE)
+        if requested is None or self.clock() - float(requested["requested_at"]) <= self.kill_grace + _SUPERVISOR_MARGIN_S:
+            return None
+        logger.warning("cancel %s: supervisor %s did not end the trial within %.0f s; killing it all",
+                       job_dir.name, pid["pid"], self.kill_grace)
+        return self._verdict(job_dir, "cancelled: supervisor unresponsive", grace=0.0)
+
+    def _supervisor_alive(self, job_dir: Path) -> bool:
+        pid = sv.read_json(job_dir / sv.PID_FILE)
+        return pid is not None and sv.is_alive(pid)
 
     def _verdict(self, job_dir: Path, reason: str, *, grace: float) -> dict[str, Any]:
         """Record a verdict unless one exists, then end every process of the job.
@@ -246,15 +304,6 @@ class LocalBackend:
         recorded = sv.read_json(job_dir / sv.EXIT_FILE)
         assert recorded is not None  # created above or by someone before us; never deleted
         return recorded
-
-    def _wait_gone(self, identity: Mapping[str, Any], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self._reap()
-            if not sv.is_alive(dict(identity)):
-                return True
-            time.sleep(0.05)
-        return False
 
     def _reap(self) -> None:
         for name, proc in list(self._children.items()):

@@ -8,17 +8,19 @@ and the phase a job directory's records stand for. The effects live in
 
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
 from dispatcher.backends.local_supervise import JOB_TAG_ENV, LOG_FILE
-from dispatcher.core.launch import SECRET_ENV
 from dispatcher.core.errors import SpecError
+from dispatcher.core.failures import format_failure
 from dispatcher.core.jobs import (
     LABEL_ATTEMPT,
     LABEL_MANAGED_BY,
@@ -30,11 +32,13 @@ from dispatcher.core.jobs import (
     LaunchRequest,
     TrialCommand,
 )
-from dispatcher.core.launch import LaunchSettings
+from dispatcher.core.launch import SECRET_ENV, LaunchSettings
 
 KIND = "local"
 OUTPUT_DIR_ENV = "SWEEPQ_OUTPUT_DIR"
 REDACTED = "<redacted>"
+# The reference trainer, as the examples run it: what a hint for a missing program points to.
+TRAINER_COMMAND = '["${env}", "${interpreter}", "-m", "trainer", "${args}"]'
 
 
 @dataclass(frozen=True)
@@ -96,8 +100,17 @@ def build_env(request: LaunchRequest, *, output_dir: Path, job_dir: Path) -> dic
     env = {**request.launch.env, **request.env}
     env.setdefault(OUTPUT_DIR_ENV, str(output_dir))
     env["PYTHONUNBUFFERED"] = "1"
+    # sweepq's own names always win (CONTRACTS C1/C2): the pod name the trainer keys its metrics by
+    env["SWEEPQ_JOB_NAME"] = request.job_name
+    env["SWEEPQ_KIND"] = KIND
+    env["POD_NAME"] = pod_name(request.job_name)
     env[JOB_TAG_ENV] = str(job_dir)  # reserved: finds every process of the trial on cancel
     return env
+
+
+def pod_name(job_name: str) -> str:
+    """The one "pod" of a local job, named like the grammar of CONTRACTS C1 (``<job>-local-<n>``)."""
+    return f"{job_name}-local-0"
 
 
 def resolve_executable(name: str, *, cwd: str, path: str | None) -> str:
@@ -111,6 +124,30 @@ def resolve_executable(name: str, *, cwd: str, path: str | None) -> str:
     if found is None:
         raise SpecError(f"command[0]: {name!r} not found on PATH — install it or write its full path")
     return os.path.abspath(found)
+
+
+def check_program(command: TrialCommand, *, python: str, cwd: str) -> None:
+    """Refuse, before anything runs, a torchrun program that cannot exist: a script that is not a
+    file in ``cwd`` (where the local backend runs trials), or — when trials run with this very
+    interpreter — a ``-m`` module it cannot find. Intake renders trial 0, so such a sweep is
+    REJECTED with this message instead of failing every attempt with ``can't open file``."""
+    if command.launcher != "torchrun" or not command.argv:
+        return
+    first = command.argv[0]
+    if first == "-m":
+        module = command.argv[1] if len(command.argv) > 1 else ""
+        top = module.split(".", 1)[0]
+        if top and python == sys.executable and importlib.machinery.PathFinder.find_spec(top, [cwd, *sys.path]) is None:
+            raise SpecError(
+                f"command: module {module!r} cannot be imported by {python} in {cwd}, where the local backend runs "
+                f"trials — fix the module name (-m NAME), install it, or use the reference trainer: command: {TRAINER_COMMAND}"
+            )
+        return
+    if not first.startswith("-") and not os.path.isfile(os.path.join(cwd, first)):
+        raise SpecError(
+            f"program: {first!r} is not a file in {cwd}, where the local backend runs trials — write program: as a "
+            f"path relative to that directory, or run the reference trainer with command: {TRAINER_COMMAND}"
+        )
 
 
 def build_argv(
@@ -157,13 +194,30 @@ def render(launch: LocalLaunch, job_dir: Path) -> str:
     return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=1000)
 
 
+def failure_reason(verdict: Mapping[str, Any], *, tail: Sequence[str] = (), log: str = "") -> str:
+    """The reason of a failed verdict as :mod:`dispatcher.core.failures` reads it: how it ended,
+    the telling line of the (redacted) log tail, and where the log is. A cancel needs no cause."""
+    ended = str(verdict.get("reason") or f"exit code {verdict.get('returncode')}")
+    if ended.startswith("cancelled"):
+        return ended
+    return format_failure(ended, log_lines=tail, log=log)
+
+
 def job_status(
-    spec: Mapping[str, Any], pid: Mapping[str, Any] | None, verdict: Mapping[str, Any] | None
+    spec: Mapping[str, Any],
+    pid: Mapping[str, Any] | None,
+    verdict: Mapping[str, Any] | None,
+    *,
+    tail: Sequence[str] = (),
+    log: str = "",
 ) -> JobStatus:
-    """The phase a job directory's files stand for (purely computational; liveness checked before)."""
+    """The phase a job directory's files stand for (purely computational; liveness checked before).
+    ``tail``: the last lines of the log of a failed job, already redacted; ``log``: its path."""
+    reason = ""
     if verdict is not None:
         succeeded = verdict.get("returncode") == 0 and not verdict.get("reason")
         phase = JobPhase.SUCCEEDED if succeeded else JobPhase.FAILED
+        reason = "" if succeeded else failure_reason(verdict, tail=tail, log=log)
     else:
         phase = JobPhase.RUNNING if pid is not None else JobPhase.PENDING
     return JobStatus(
@@ -177,5 +231,5 @@ def job_status(
         created_at=spec.get("created_at"),
         started_at=pid.get("started_at") if pid else None,
         finished_at=verdict.get("finished_at") if verdict else None,
-        reason=(verdict.get("reason") or "") if verdict else "",
+        reason=reason,
     )

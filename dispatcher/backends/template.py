@@ -1,22 +1,44 @@
-"""Kind ``template``: a user-provided manifest (``launch.template``) filled **structurally**.
+"""Kind ``template``: an **operator-owned** manifest from the policy, named by the sweep
+(``sweepq: {kind: template, template: <name>}``) and filled structurally for each trial attempt.
 
-The parsed manifest is walked and only string leaves are rewritten: ``{{name}}`` placeholders are
-replaced in one pass (a value that itself contains ``{{image}}`` is never expanded again), keys are
-never touched, and no YAML text is ever templated — so a parameter value cannot add keys, list
-items or documents. A list element that is exactly ``"{{args}}"`` expands into the trial argv.
-Filled values are strings (labels, env values and names must be); a string that is exactly
-``"{{max_nodes | int}}"`` becomes an int, for fields such as ``replicas`` or ``numNodes``.
+A sweep never carries a manifest (``launch.template`` is a name; a dict is refused at validation):
+the templates live in the operator policy (:mod:`dispatcher.core.policy`, ``templates:``), like W&B
+Launch's admin-owned queue templates that users only fill. Filling is structural
+(:mod:`dispatcher.core.templating`): only string leaves, placeholders ``job_name image namespace
+sweep_id trial_id trial_index attempt gpus_per_node nproc_per_node min_nodes max_nodes team
+kueue_queue service_account wandb_secret output_pvc`` and the list element ``{{args}}``.
 
-Placeholders: ``job_name image namespace sweep_id trial_id trial_index attempt gpus_per_node
-nproc_per_node min_nodes max_nodes team kueue_queue service_account wandb_secret`` and ``args``.
+Then, on the filled manifest, sweepq's rules win over the template's:
 
-The template's ``apiVersion``/``kind`` pick the API (any namespaced CRD, through the custom objects
-API; ``batch/v1`` Job through BatchV1Api). The plural comes from, in order: the annotation
-``sweepq.io/plural`` in the template, the backend's ``plurals`` mapping (``{"Kind.group": plural}``),
-the table of well-known job kinds below; otherwise the template is refused.
+* the template must be usable by the sweep's (verified) team (``teams``), and its pods run as a
+  ServiceAccount that team may use (never the dispatcher's; none only when the policy does not
+  require one) — checked again here whatever the policy's loader saw;
+* ``metadata.name``/``namespace`` are sweepq's; its labels and annotations are added to the object and
+  its labels to every pod template (a PodTemplateSpec under any key: ``template``,
+  ``submitterPodTemplate``, ``leaderTemplate``…); a container outside a pod template (Argo's
+  ``container``) is refused: sweepq could neither secure nor count it;
+* every container gets the trial environment (a TrainJob: ``spec.trainer.env``, the only place
+  Trainer v2.3 takes it — never its runtime patches): sweepq's variables (``SWEEP_ID``, ``TRIAL_ID``,
+  ``SWEEPQ_*``, ``WANDB_RUN_ID``…, ``POD_NAME`` from the downward API) replace the template's
+  entries of the same name; the sender's ``env`` is added for names the template does not set;
+  ``WANDB_API_KEY`` comes from the sweep's Secret (``secretKeyRef``) unless the template takes it
+  from a Secret itself — a literal value is refused; a container that asks for no GPU gets
+  ``NVIDIA_VISIBLE_DEVICES=void`` unless the template sets it (CUDA base images set ``all``, which
+  the NVIDIA runtime honours for a container the device plugin gave nothing);
+* the values sweepq fills in from the sweep — the trial argv (``{{args}}``) and every env value it
+  adds — have ``$`` doubled: the kubelet expands ``$(VAR)`` in command, args and env values, so a
+  parameter ``$(WANDB_API_KEY)`` would otherwise become the key (``$$`` is a literal ``$``);
+* every pod is Pod Security ``restricted``: settings the template leaves out are filled in, a
+  template that contradicts them is refused (:mod:`dispatcher.core.podsecurity`);
+* the GPUs are counted from the filled resource requests times replicas (every accelerator resource
+  of the policy's ``accelerator_resources``: MIG slices, shared GPUs…) and a template asking for
+  more than the sweep declares (``gpus_per_node × max_nodes``, what the planner counts) or than the
+  policy allows is refused; the ``sweepq.io/gpus`` annotation the caps read is the larger of the
+  count and the declared number.
 
-sweepq sets ``metadata.name``/``namespace``, adds its labels and annotations to the object and its
-labels to every pod template it finds (``template: {spec: {containers: [...]}}``).
+Which API the object goes to: its ``apiVersion``/``kind``; the plural from the policy entry's
+``plural``, the annotation ``sweepq.io/plural``, the backend's ``plurals`` mapping
+(``{"Kind.group": plural}``) or the table of well-known job kinds.
 """
 
 from __future__ import annotations
@@ -28,42 +50,43 @@ from typing import Any, Callable, Iterable, Mapping
 
 from dispatcher.backends.batchjob import job_progress
 from dispatcher.backends.kube_base import KubeBackend, ResourceRef
+from dispatcher.backends.kube_options import DEFAULT_OPTIONS, JobOptions
 from dispatcher.backends.kube_common import (
+    ANNOTATION_GPUS,
+    WANDB_KEY_ENV,
+    WANDB_SECRET_KEY,
     progress_from,
     Progress,
     job_metadata,
     phase_from_conditions,
     pod_labels,
-    walk_pod_templates,
 )
 from dispatcher.backends.pytorchjob import kubeflow_progress
 from dispatcher.backends.trainjob import trainjob_progress
-from dispatcher.core.errors import PermanentError
+from dispatcher.core.errors import ConfigError, PermanentError
 from dispatcher.core.jobs import JobPhase, LaunchRequest
+from dispatcher.core.podsecurity import container_gpus, containers_of, manifest_gpus, restricted_problems, secure_pods
+from dispatcher.core.policy import Policy, TemplateSpec, template_pod_problems
+from dispatcher.core.templating import (
+    ANNOTATION_PLURAL,
+    ARGS_PLACEHOLDER,
+    KNOWN_PLURALS,
+    SAMPLE_VALUES,
+    fill_template,
+    pod_templates,
+    template_api,
+    unverified_references,
+)
 
 log = logging.getLogger(__name__)
 
 KIND = "template"
-ANNOTATION_PLURAL = "sweepq.io/plural"
-ARGS_PLACEHOLDER = "args"
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*(\|\s*int\s*)?\}\}")
-
-# (group, Kind) → plural of the job kinds people template most.
-KNOWN_PLURALS: dict[tuple[str, str], str] = {
-    ("batch", "Job"): "jobs",
-    ("kubeflow.org", "PyTorchJob"): "pytorchjobs",
-    ("kubeflow.org", "TFJob"): "tfjobs",
-    ("kubeflow.org", "MPIJob"): "mpijobs",
-    ("kubeflow.org", "XGBoostJob"): "xgboostjobs",
-    ("kubeflow.org", "PaddleJob"): "paddlejobs",
-    ("kubeflow.org", "JAXJob"): "jaxjobs",
-    ("trainer.kubeflow.org", "TrainJob"): "trainjobs",
-    ("elastic.pytorch.org", "ElasticJob"): "elasticjobs",
-    ("jobset.x-k8s.io", "JobSet"): "jobsets",
-    ("ray.io", "RayJob"): "rayjobs",
-    ("batch.volcano.sh", "Job"): "jobs",
-    ("argoproj.io", "Workflow"): "workflows",
-}
+POD_NAME_ENV = "POD_NAME"
+NVIDIA_DEVICES_ENV = "NVIDIA_VISIBLE_DEVICES"
+TRAINJOB = ("trainer.kubeflow.org", "TrainJob")
+TRAINJOB_MAX_ENV = 128  # the v2.3 CRD's maxItems of spec.trainer.env
+__all__ = ["ANNOTATION_PLURAL", "ARGS_PLACEHOLDER", "KNOWN_PLURALS", "TemplateBackend", "build_from_template",
+           "fill_template", "parse_resource", "resource_of_template", "template_progress", "template_values"]
 
 # Phase readers of the kinds sweepq knows; every other kind goes through GENERIC_CONDITIONS.
 PROGRESS_BY_KIND: dict[tuple[str, str], Callable[[Mapping[str, Any]], Progress]] = {
@@ -108,106 +131,148 @@ def template_values(request: LaunchRequest) -> dict[str, str | int | None]:
         "kueue_queue": launch.kueue_queue,
         "service_account": launch.service_account,
         "wandb_secret": launch.wandb_secret,
+        "output_pvc": launch.output_pvc,
     }
 
 
-def _fill_string(text: str, values: Mapping[str, Any], path: str) -> Any:
-    def value_of(name: str) -> Any:
-        if name == ARGS_PLACEHOLDER:
-            raise PermanentError(f"{path}: '{{{{args}}}}' must be a whole list element, e.g. "
-                                 "command: [python, train.py, '{{args}}'] — it expands into the trial arguments")
-        if name not in values:
-            known = ", ".join(sorted([*values, ARGS_PLACEHOLDER]))
-            raise PermanentError(f"{path}: unknown placeholder {{{{{name}}}}} — use one of {known}")
-        if values[name] is None:
-            raise PermanentError(f"{path}: {{{{{name}}}}} is used but {name} is not set — set it in the sweepq "
-                                 "block or remove the placeholder")
-        return values[name]
-
-    whole = _PLACEHOLDER.fullmatch(text.strip())
-    if whole and whole.group(2):
-        value = value_of(whole.group(1))
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise PermanentError(f"{path}: {{{{{whole.group(1)} | int}}}} — {whole.group(1)} is not a number")
-        return value
-
-    def substitute(match: re.Match[str]) -> str:
-        if match.group(2):
-            raise PermanentError(f"{path}: '| int' makes a number, so {{{{{match.group(1)} | int}}}} must be the "
-                                 "whole value — e.g. replicas: '{{max_nodes | int}}'")
-        return str(value_of(match.group(1)))
-
-    return _PLACEHOLDER.sub(substitute, text)
+def resource_of_template(template: Mapping[str, Any], plurals: Mapping[str, str] | None = None,
+                         plural: str | None = None) -> ResourceRef:
+    """The API resource a template creates (see :func:`dispatcher.core.templating.template_api`)."""
+    group, version, kind, found = template_api(template, plurals, plural)
+    return ResourceRef(group=group, version=version, plural=found, kind=kind,
+                       missing_fix=f"install the operator that serves {kind} ({group}/{version}) or fix the "
+                                   "template's apiVersion/kind")
 
 
-def fill_template(node: Any, values: Mapping[str, Any], argv: Iterable[str], *, path: str = "template") -> Any:
-    """A filled copy of ``node``; see the module docstring. Purely computational."""
-    argv = [str(arg) for arg in argv]
-    if isinstance(node, dict):
-        filled: dict[Any, Any] = {}
-        for key, value in node.items():
-            if isinstance(key, str) and _PLACEHOLDER.search(key):
-                raise PermanentError(f"{path}.{key}: placeholders are filled in values only, never in keys — "
-                                     "move it into a value")
-            filled[key] = fill_template(value, values, argv, path=f"{path}.{key}")
-        return filled
-    if isinstance(node, list):
-        items: list[Any] = []
-        for index, item in enumerate(node):
-            whole = _PLACEHOLDER.fullmatch(item.strip()) if isinstance(item, str) else None
-            if whole and whole.group(1) == ARGS_PLACEHOLDER:
-                items.extend(argv)
-            else:
-                items.append(fill_template(item, values, argv, path=f"{path}[{index}]"))
-        return items
-    if isinstance(node, str):
-        return _fill_string(node, values, path)
-    return copy.deepcopy(node)
+def kubelet_literal(text: str) -> str:
+    """``text`` as the kubelet passes it on: it expands ``$(VAR)`` in command, args and env values,
+    and ``$$`` is a literal ``$``."""
+    return text.replace("$", "$$")
 
 
-def resource_of_template(template: Mapping[str, Any], plurals: Mapping[str, str] | None = None) -> ResourceRef:
-    """The API resource a template creates: group/version from apiVersion, plural as documented."""
-    api_version, kind = template.get("apiVersion"), template.get("kind")
-    if not isinstance(api_version, str) or not isinstance(kind, str) or not api_version or not kind:
-        raise PermanentError("template: needs 'apiVersion' and 'kind' — e.g. apiVersion: batch/v1, kind: Job")
-    if "/" not in api_version:
-        raise PermanentError(f"template.apiVersion: {api_version!r} is a core kind ({kind}) — sweepq launches "
-                             "jobs; wrap the pod in a batch/v1 Job")
-    group, version = api_version.split("/", 1)
-    annotations = (template.get("metadata") or {}).get("annotations") or {}
-    plural = annotations.get(ANNOTATION_PLURAL) or (plurals or {}).get(f"{kind}.{group}") \
-        or KNOWN_PLURALS.get((group, kind))
-    if not plural:
-        raise PermanentError(
-            f"template.kind: cannot derive the API plural of {kind} ({api_version}) — add the annotation "
-            f"{ANNOTATION_PLURAL}: <plural> to the template's metadata (e.g. '{kind.lower()}s')"
-        )
-    return ResourceRef(group=group, version=version, plural=str(plural), kind=kind,
-                       missing_fix=f"install the operator that serves {kind} ({api_version}) or fix the template's "
-                                   "apiVersion/kind")
+def _trial_env(container: dict[str, Any], request: LaunchRequest, *, where: str,
+               gpus: int | None = None) -> list[dict[str, Any]]:
+    """The container's env with sweepq's variables winning (see the module docstring). ``gpus``: the
+    container's GPUs, when known — 0 hides the node's GPUs from it."""
+    existing = [e for e in container.get("env") or [] if isinstance(e, dict)]
+    key_entry = next((e for e in existing if e.get("name") == WANDB_KEY_ENV), None)
+    if key_entry is not None and "value" in key_entry:
+        raise PermanentError(f"{where}.env.{WANDB_KEY_ENV}: a literal value — the key comes from a Secret "
+                             "(valueFrom.secretKeyRef) or from the sweep's wandb_secret; remove the value")
+    ours: list[dict[str, Any]] = [{"name": n, "value": kubelet_literal(str(v))} for n, v in sorted(request.env.items())
+                                  if n not in (WANDB_KEY_ENV, POD_NAME_ENV)]
+    ours.append({"name": POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    if key_entry is None and request.launch.wandb_secret:
+        ours.append({"name": WANDB_KEY_ENV, "valueFrom": {"secretKeyRef": {
+            "name": request.launch.wandb_secret, "key": WANDB_SECRET_KEY, "optional": True}}})
+    taken = {e["name"] for e in ours}
+    kept = [e for e in existing if e.get("name") not in taken]
+    template_names = {e.get("name") for e in kept}
+    if gpus == 0 and NVIDIA_DEVICES_ENV not in template_names:
+        ours.append({"name": NVIDIA_DEVICES_ENV, "value": "void"})
+        taken.add(NVIDIA_DEVICES_ENV)
+    sender = [{"name": n, "value": kubelet_literal(v)} for n, v in sorted(request.launch.env.items())
+              if n not in template_names and n not in taken]
+    return kept + sender + ours
 
 
-def build_from_template(request: LaunchRequest, *, plurals: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The manifest of one trial attempt from ``request.launch.template``. Purely computational."""
-    template = request.launch.template
-    if not isinstance(template, Mapping):
-        raise PermanentError("template: kind 'template' needs a manifest in sweepq.template")
-    manifest = fill_template(dict(template), template_values(request), request.command.argv)
-    resource_of_template(manifest, plurals)  # refuse early what submit could not create
+def _entry_for(request: LaunchRequest, policy: Policy) -> TemplateSpec:
+    """The policy's template the sweep names, if the sweep's team may use it."""
+    name = request.launch.template
+    if not name:
+        raise PermanentError("template: kind 'template' needs the name of one of the operator policy's templates")
+    entry = policy.template(name)
+    if entry.teams is not None and request.launch.team not in entry.teams:
+        raise PermanentError(f"template {name!r}: reserved for team(s) {', '.join(entry.teams)} — the sweep's team is "
+                             f"{request.launch.team or 'none'}; use a template of the policy its team may use")
+    refs = unverified_references(entry.manifest, path="manifest", teams=bool(policy.teams))
+    if refs:
+        raise PermanentError(f"template {name!r}: {'; '.join(refs)} — an object named from a placeholder the policy "
+                             "does not verify")
+    return entry
+
+
+def _check_accounts(manifest: dict[str, Any], request: LaunchRequest, policy: Policy, where: str) -> None:
+    accounts = policy.service_accounts_of(request.launch.team)
+    problems = template_pod_problems(manifest, policy, accounts=accounts, where=where)
+    if policy.service_account_required and manifest.get("kind") != "TrainJob":
+        problems += [f"{where}: a pod names no ServiceAccount and the policy requires one — set serviceAccountName: "
+                     "'{{service_account}}'" for pod in pod_templates(manifest)
+                     if not (pod["spec"].get("serviceAccountName") or pod["spec"].get("serviceAccount"))]
+    if problems:
+        raise PermanentError("; ".join(problems))
+
+
+def _trainjob_env(manifest: dict[str, Any], request: LaunchRequest, policy: Policy, where: str) -> None:
+    trainer = manifest["spec"]["trainer"]  # template_pod_problems refused a TrainJob without one
+    try:
+        gpus = manifest_gpus(manifest, policy.accelerator_resources) // max(int(trainer.get("numNodes") or 1), 1)
+    except ValueError as exc:
+        raise PermanentError(f"{where}: {exc}") from exc
+    trainer["env"] = _trial_env(trainer, request, where=f"{where}.spec.trainer", gpus=gpus)
+    if len(trainer["env"]) > TRAINJOB_MAX_ENV:
+        raise PermanentError(f"{where}: spec.trainer.env would have {len(trainer['env'])} entries; Trainer accepts at "
+                             f"most {TRAINJOB_MAX_ENV} — set fewer env variables")
+
+
+def build_from_template(request: LaunchRequest, *, policy: Policy,
+                        plurals: Mapping[str, str] | None = None, options: JobOptions = DEFAULT_OPTIONS) -> dict[str, Any]:
+    """The manifest of one trial attempt from the policy's template ``request.launch.template``.
+    ``options``: the backend's (the Kueue priority class of the sweep's priority, and the pods' grace
+    period where the template sets none). Purely computational; :class:`PermanentError` says what to fix."""
+    entry = _entry_for(request, policy)
+    where = f"template {request.launch.template!r}"
+    argv = [kubelet_literal(str(arg)) for arg in request.command.argv]
+    manifest = fill_template(copy.deepcopy(entry.manifest), template_values(request), argv, path=where)
+    ref = resource_of_template(manifest, plurals, entry.plural)
     metadata = manifest.setdefault("metadata", {})
     if not isinstance(metadata, dict):
-        raise PermanentError("template.metadata: must be a mapping")
+        raise PermanentError(f"{where}.metadata: must be a mapping")
     for field, wanted in (("name", request.job_name), ("namespace", request.namespace)):
         if metadata.get(field) not in (None, wanted):
-            raise PermanentError(f"template.metadata.{field}: {metadata[field]!r} — sweepq sets it; write "
+            raise PermanentError(f"{where}.metadata.{field}: {metadata[field]!r} — sweepq sets it; write "
                                  f"'{{{{{'job_name' if field == 'name' else field}}}}}' or leave it out")
         metadata[field] = wanted
-    ours = job_metadata(request, kind=KIND)
+    _check_accounts(manifest, request, policy, where)
+    ours = job_metadata(request, kind=KIND, options=options)
     metadata["labels"] = {**(metadata.get("labels") or {}), **ours["labels"]}
-    metadata["annotations"] = {**(metadata.get("annotations") or {}), **ours["annotations"]}
-    for pod in walk_pod_templates(manifest.get("spec")):
+    annotations = {**(metadata.get("annotations") or {}), **ours["annotations"]}
+    if entry.plural:
+        annotations[ANNOTATION_PLURAL] = ref.plural  # submit and later ticks find the API again
+    trainjob = (ref.group, ref.kind) == TRAINJOB
+    if trainjob:
+        _trainjob_env(manifest, request, policy, where)
+    for pod in pod_templates(manifest.get("spec")):
         pod_meta = pod.setdefault("metadata", {})
         pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **pod_labels(request, kind=KIND)}
+        if not trainjob:  # a TrainJob's pods take the grace period from its runtime
+            pod["spec"].setdefault("terminationGracePeriodSeconds", options.termination_grace_s)
+        for path, container in containers_of(pod["spec"]) if not trainjob else ():
+            if path.startswith("containers"):
+                try:
+                    gpus = container_gpus(container, policy.accelerator_resources)
+                except ValueError as exc:
+                    raise PermanentError(f"{where}.{path}: {exc}") from exc
+                container["env"] = _trial_env(container, request, where=f"{where}.{path}", gpus=gpus)
+    problems = restricted_problems(secure_pods(manifest), where=where)
+    if problems:
+        raise PermanentError(f"{where} breaks Pod Security restricted: " + "; ".join(problems))
+    try:
+        gpus = manifest_gpus(manifest, policy.accelerator_resources)
+    except ValueError as exc:
+        raise PermanentError(f"{where}: {exc}") from exc
+    declared = request.launch.gpus_per_trial
+    if gpus > declared:
+        raise PermanentError(
+            f"{where}: the filled manifest asks for {gpus} GPUs but the sweep declares gpus_per_node × max_nodes = "
+            f"{declared}, which the caps count — set gpus_per_node/nodes to match, or use the template's "
+            "{{gpus_per_node}} and {{max_nodes | int}} placeholders")
+    limit = policy.limits.gpus_per_trial
+    if limit is not None and gpus > limit:
+        raise PermanentError(f"{where}: the filled manifest asks for {gpus} GPUs — the operator policy allows at "
+                             f"most {limit} per trial")
+    annotations[ANNOTATION_GPUS] = str(max(gpus, declared))  # what the planner counted when it launched it
+    metadata["annotations"] = annotations
     return manifest
 
 
@@ -234,35 +299,68 @@ def parse_resource(text: str, kind: str = "") -> ResourceRef:
 
 
 class TemplateBackend(KubeBackend):
-    """What ``observe``/``cancel`` list: the resources of ``templates`` (the templates of the active
-    sweeps) and of ``resources`` (``"plural.group/version"`` strings), plus every template seen by
-    ``dryrun`` in this process — the dispatcher is a fresh process each tick, so pass one of the
-    two. ``plurals``: ``{"Kind.group": "plural"}`` for kinds outside the built-in table."""
+    """Templates come from ``policy``: a :class:`Policy`, or a zero-argument callable returning the
+    current one (``PolicySource.get``, so a reloaded policy takes effect). Without it the default
+    policy applies, which has no templates: every template sweep is refused.
+
+    What ``observe``/``cancel`` list: the resources of every template of the policy, of ``resources``
+    (``"plural.group/version"`` strings — keep a removed template's resource there until its sweeps
+    have finished) and of every manifest built in this process. ``plurals``: ``{"Kind.group":
+    "plural"}`` for kinds outside the built-in table."""
 
     kind = KIND
 
-    def __init__(self, *, templates: Iterable[Mapping[str, Any]] = (), resources: Iterable[str] = (),
+    def __init__(self, *, policy: Policy | Callable[[], Policy] | None = None, resources: Iterable[str] = (),
                  plurals: Mapping[str, str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.plurals = dict(plurals or {})
+        if policy is None:
+            policy = Policy.default()
+        self._policy: Callable[[], Policy] = policy if callable(policy) else (lambda: policy)
         self._refs: dict[tuple[str, str, str], ResourceRef] = {}
-        for template in templates:
-            self._remember(resource_of_template(template, self.plurals))
         for text in resources:
             self._remember(parse_resource(text))
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy()
 
     def _remember(self, ref: ResourceRef) -> ResourceRef:
         return self._refs.setdefault((ref.group, ref.version, ref.plural), ref)
 
     def build(self, request: LaunchRequest) -> dict[str, Any]:
-        manifest = build_from_template(request, plurals=self.plurals)
+        manifest = build_from_template(request, policy=self.policy, plurals=self.plurals, options=self.options)
         self._remember(resource_of_template(manifest, self.plurals))
         return manifest
 
+    def _entry_resource(self, entry: TemplateSpec) -> ResourceRef:
+        # apiVersion and kind are literal in practice; filled with sample values in case they are not
+        sample = fill_template(copy.deepcopy({k: entry.manifest.get(k) for k in ("apiVersion", "kind", "metadata")
+                                              if k in entry.manifest}), SAMPLE_VALUES, [])
+        return resource_of_template(sample, self.plurals, entry.plural)
+
+    def resource_of_name(self, name: str) -> ResourceRef:
+        """The resource of the policy's template ``name`` (PermanentError when the policy has none)."""
+        return self._entry_resource(self.policy.template(name))
+
+    def list_resource(self, ref: ResourceRef) -> ResourceRef:
+        """List ``ref`` from now on (a stored sweep's jobs; kept for this process's lifetime). The
+        policy's templates are remembered first: their refs carry the object's real kind."""
+        self.resources()
+        return self._remember(ref)
+
     def resources(self) -> list[ResourceRef]:
+        try:
+            entries = list(self.policy.templates.values())
+        except ConfigError as exc:
+            # An unreadable policy stops launches (the tick fails closed), never the listing: what the
+            # stored sweeps need is registered from their items (observation.prepare_observation).
+            log.warning("template backend: the policy cannot be read (%s); listing the known resources only", exc)
+            entries = []
+        for entry in entries:
+            self._remember(self._entry_resource(entry))
         if not self._refs:
-            log.warning("template backend: no template resources known — its jobs are not observed; pass "
-                        "templates= (of the active sweeps) or resources= ('plural.group/version')")
+            log.debug("template backend: the policy has no templates and no resources= were given — nothing to list")
         return list(self._refs.values())
 
     def resource_of(self, manifest: Mapping[str, Any]) -> ResourceRef:

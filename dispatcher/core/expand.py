@@ -2,10 +2,18 @@
 
 Grid order is W&B's (``sweeps.grid_search_next_runs``): parameters in sorted-name order with nested
 groups flattened at the parent's position, the cartesian product with the **last parameter varying
-fastest**, duplicate values (by canonical identity: ``1`` ≡ ``1.0``) collapsed at their first
-position. ``int_uniform`` is inclusive of ``max``; ``q_uniform`` is ``numpy.arange(min, max, q)``
-(max excluded, like W&B) but with values rounded to the decimals of ``min`` and ``q`` so there is no
-float noise such as ``1.2000000000000002``.
+fastest**. Duplicate values collapse the way W&B's grid hashes them (:func:`grid_key`): a whole
+float *at the top of a value* equals the int (``1`` ≡ ``1.0``, ``0`` ≡ ``-0.0``, ``1e20`` ≡
+``10**20``), but inside a list or dict types are strict (``[2, 3]`` and ``[2.0, 3.0]`` are two
+values, ``True`` is never ``1``); a duplicate keeps the **first position and the last
+occurrence's value** (``values: [1, 2, 1.0]`` → ``1.0, 2``), as W&B does. ``int_uniform`` is
+inclusive of ``max``; ``q_uniform`` is ``numpy.arange(min, max, q)`` (max excluded, like W&B): ints
+only when ``min``, ``max`` and ``q`` are all ints (numpy's dtype rule; ``q`` defaults to ``1.0``), and
+rounded to the decimals of ``min`` and ``q`` so there is no float noise such as
+``1.2000000000000002``.
+
+Bayes: trials are not a function of their index — W&B's engine suggests each one from the trials
+that finished before it (:mod:`dispatcher.core.search`); :meth:`Expansion.trial` refuses and says so.
 
 Random: trial ``i`` is a pure function of ``(seed, i)`` — reproducible, no stored state, and
 independent of ``run_cap`` (raising the cap only appends trials).
@@ -15,6 +23,7 @@ Nothing here ever materialises the product: a 10^9-point grid costs the same as 
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from dataclasses import dataclass
@@ -22,8 +31,13 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Sequence
 
-from dispatcher.core.identity import canonical_json
-from dispatcher.core.params import CATEGORICAL, CONSTANT, INT_UNIFORM, Q_UNIFORM, Param
+from dispatcher.core.errors import PermanentError
+from dispatcher.core.params import CATEGORICAL, CATEGORICAL_PROB, CONSTANT, INT_UNIFORM, Q_UNIFORM, Param
+
+
+class SuggestedTrial(PermanentError, LookupError):
+    """A bayes trial has no parameters until W&B's engine suggests them at claim time. Permanent:
+    asking again cannot help — the caller reads the parameters persisted with the trial's claim."""
 
 
 def _decimals(value: Any) -> int:
@@ -39,12 +53,14 @@ class QRange(Sequence[Any]):
         # numpy's length rule: ceil((stop - start) / step), computed in floating point — exactly
         # (with fractions) when the float quotient overflows (max 1e300, q 1e-300): the grid-size
         # check must see the astronomic size and refuse it, not crash on int(inf).
-        steps = (hi - lo) / q
+        steps: float | Fraction = (hi - lo) / q
         if not math.isfinite(steps):
             steps = (Fraction(hi) - Fraction(lo)) / Fraction(q)
-        self.count = max(0, math.ceil(steps))
-        self._len = self.count
-        self._ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, q))
+        self.size = max(0, math.ceil(steps))  # not `count`: that is Sequence.count()
+        self._len = self.size
+        # numpy.arange's dtype: int only when start, stop and step are all ints (min 1, max 10.5,
+        # q 2 gives floats 1.0, 3.0, ... in W&B).
+        self._ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi, q))
         self._digits = max(_decimals(lo), _decimals(q))
 
     def __len__(self) -> int:  # len() fails above sys.maxsize: sizes are read from Dim.size
@@ -59,16 +75,30 @@ class QRange(Sequence[Any]):
             raise IndexError(k)
         if self._ints:
             return self.lo + k * self.q
-        return round(self.lo + k * self.q, self._digits)
+        return float(round(self.lo + k * self.q, self._digits))
+
+
+def grid_key(value: Any) -> str:
+    """When two grid values are the same value, as W&B's grid decides it (``yaml_hash``): a whole
+    float at the top level is its int; nested values keep their types. JSON text, so the key is the
+    same before and after the message's JSON round trip (dict keys become strings in both engines:
+    W&B's SDK also sends the config through JSON)."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    # default=: a YAML timestamp or set (refused later by the producer, which names it) must not crash here
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
 
 
 def _dedup(values: list[Any]) -> tuple[Any, ...]:
-    seen: set[str] = set()
-    out = []
+    """Distinct values at their first position, each holding its *last* occurrence (W&B's rule)."""
+    slots: dict[str, int] = {}
+    out: list[Any] = []
     for value in values:
-        key = canonical_json(value)
-        if key not in seen:
-            seen.add(key)
+        key = grid_key(value)
+        if key in slots:
+            out[slots[key]] = value
+        else:
+            slots[key] = len(out)
             out.append(value)
     return tuple(out)
 
@@ -87,7 +117,7 @@ class Dim:
         if isinstance(self.values, range):
             return max(0, self.values.stop - self.values.start)
         if isinstance(self.values, QRange):
-            return self.values.count
+            return self.values.size
         return len(self.values)
 
 
@@ -141,9 +171,9 @@ class Expansion:
                 strides.append(acc)
                 acc *= dim.size
             self.strides = list(reversed(strides))
-        elif method == "random":
+        elif method in ("random", "bayes"):
             if not run_cap:
-                raise ValueError("random sweeps need run_cap")
+                raise ValueError(f"{method} sweeps need run_cap")
             self.dims, self.constants, self.strides = [], [], []
             self.grid_size = 0
             self.total = run_cap
@@ -153,6 +183,12 @@ class Expansion:
     def trial(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.total:
             raise IndexError(f"trial index {index} outside 0..{self.total - 1}")
+        if self.method == "bayes":
+            raise SuggestedTrial(
+                f"trial {index}: method bayes — W&B's engine suggests each trial's parameters from the trials "
+                "finished before it, when the trial is claimed (dispatcher.core.search.suggest); they cannot "
+                "be listed in advance (see them with producer status --trials once the sweep runs)"
+            )
         if self.method == "grid":
             flat = list(self.constants)
             for dim, stride in zip(self.dims, self.strides):
@@ -160,6 +196,15 @@ class Expansion:
             flat.sort(key=lambda item: item[0])
             return _nest(flat)
         return _nest([(p.path, sample(p, random.Random(f"{self.seed}:{index}:{p.name}"))) for p in self.params])
+
+    def prior_sample(self, index: int) -> dict[str, Any]:
+        """A draw from the parameters' own distributions, a pure function of ``(seed, index)``.
+
+        What W&B's engine suggests before any trial has finished is also a draw from the prior, but
+        a different one; this exists for checks that need *some* valid parameter set (rendering
+        trial 0's job at intake, ``producer submit --dry-run``), never to launch a bayes trial.
+        """
+        return _nest([(p.path, sample(p, random.Random(f"{self.seed}:prior:{index}:{p.name}"))) for p in self.params])
 
     def __iter__(self):  # pragma: no cover - convenience
         return (self.trial(i) for i in range(self.total))
@@ -178,9 +223,9 @@ def sample(p: Param, rng: random.Random) -> Any:
     if d == CONSTANT:
         return c["value"]
     if d == CATEGORICAL:
-        values = c["values"]
-        probs = c.get("probabilities")
-        return rng.choices(values, weights=probs)[0] if probs else rng.choice(values)
+        return rng.choice(c["values"])
+    if d == CATEGORICAL_PROB:
+        return rng.choices(c["values"], weights=c["probabilities"])[0]
     if d == INT_UNIFORM:
         return rng.randint(c["min"], c["max"])
     if d in ("uniform", "q_uniform"):

@@ -8,7 +8,10 @@ implements :class:`Backend`:
 * ``submit(dryrun) -> str`` — creates it; an existing object with the same deterministic name
   means "already launched" and is **success** (returns the name, never raises for 409).
 * ``observe() -> dict[str, JobStatus]`` — every job this dispatcher manages, in one list call
-  per kind (label selector ``app.kubernetes.io/managed-by=sweepq``), keyed by job name.
+  per kind (label selector ``app.kubernetes.io/managed-by=sweepq``), keyed by job name. A
+  bounded number of extra reads per tick, never one per job: Kueue Workloads (one list, only
+  when a listed job carries a queue label or is suspended) for :class:`Admission`, and pods (one list, only when
+  a job failed or has been pending a while) for ``detail``.
 * ``cancel(name)`` — idempotent: a job that is already gone is fine.
 
 The types here are plain frozen dataclasses so the core can plan with them without importing
@@ -30,6 +33,7 @@ LABEL_SWEEP_ID = "sweepq.io/sweep-id"
 LABEL_TRIAL_INDEX = "sweepq.io/trial-index"
 LABEL_ATTEMPT = "sweepq.io/attempt"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+LABEL_KUEUE_PRIORITY = "kueue.x-k8s.io/priority-class"  # names a WorkloadPriorityClass
 SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
 
@@ -44,6 +48,35 @@ class JobPhase(str, enum.Enum):
     @property
     def terminal(self) -> bool:
         return self in (JobPhase.SUCCEEDED, JobPhase.FAILED)
+
+
+class Admission(str, enum.Enum):
+    """Where a job stands with Kueue (``None`` on a :class:`JobStatus`: Kueue does not manage it).
+
+    A job waiting for quota is suspended: it has no pods and holds no GPUs, and nothing about it
+    is late — ``start_timeout`` counts from admission. An evicted or preempted job is suspended
+    again by Kueue and resumes (same job, same attempt, from its checkpoint) when re-admitted.
+    An INADMISSIBLE job is suspended too, but its wait cannot end by itself as the cluster stands
+    (``JobStatus.detail`` says why and what to fix): the tick should report it and may give it
+    up rather than wait for quota that will never come."""
+
+    QUEUED = "QUEUED"  # waiting for quota (or for admission checks); phase stays PENDING
+    ADMITTED = "ADMITTED"  # quota reserved and admitted: Kueue unsuspended it
+    EVICTED = "EVICTED"  # preempted or evicted, suspended again; will be re-admitted
+    # Kueue cannot admit it as things stand: unknown LocalQueue / inactive ClusterQueue
+    # ("Inadmissible"), a request larger than the queue's maximum capacity, no Workload made for
+    # it (a WorkloadPriorityClass that does not exist, the kind's integration off), or suspended
+    # by Kueue (manageJobsWithoutQueueName) without a queue label. Phase stays PENDING.
+    INADMISSIBLE = "INADMISSIBLE"
+
+    @property
+    def holds_quota(self) -> bool:
+        return self is Admission.ADMITTED
+
+    @property
+    def waiting(self) -> bool:
+        """Not admitted (yet, or again): suspended, no pods, no GPUs held."""
+        return self is not Admission.ADMITTED
 
 
 @dataclass(frozen=True)
@@ -106,7 +139,17 @@ class JobStatus:
     created_at: float | None = None  # epoch seconds
     started_at: float | None = None
     finished_at: float | None = None
-    reason: str = ""  # e.g. "BackoffLimitExceeded", "exit code 1", "OOMKilled"
+    reason: str = ""  # the job's own failure reason, e.g. "BackoffLimitExceeded: Job has reached ..."
+    admission: Admission | None = None  # Kueue's view; None = not queued through Kueue
+    admitted_at: float | None = None  # epoch seconds of the (latest) admission
+    # Pod-level cause for a failed job or one pending a while, e.g. "pod j-worker-0: OOMKilled
+    # (container pytorch, exit code 137)", "... ImagePullBackOff: ...", "Unschedulable: 0/4 nodes
+    # are available: 4 Insufficient nvidia.com/gpu"; Kueue's reason for a job it keeps waiting.
+    detail: str = ""
+    # The job's ``sweepq.io/team`` label (the team its sweep counted for when it was created). The
+    # planner counts a job of a sweep it is not given (cancelled, failed, finished — its pods still
+    # terminating) against this team's quota; None: the cluster caps only.
+    team: str | None = None
 
 
 @runtime_checkable

@@ -1,9 +1,16 @@
-"""The sweep file: a W&B sweep config (grid or random), plus an optional ``sweepq:`` block.
+"""The sweep file: a W&B sweep config (grid, random or bayes), plus an optional ``sweepq:`` block.
 
 ``load_sweep(text)`` / ``validate_sweep(raw)`` turn a file into a :class:`Sweep` or raise a
 :class:`SpecError` listing *every* problem, each naming the field path, the bad value and the fix.
+Accepted-but-notable things (deprecated distributions) are in :attr:`Sweep.warnings`.
 
-Any valid W&B sweep config with ``method: grid`` or ``method: random`` is accepted unchanged; the
+Any W&B sweep config that W&B's own engine (PyPI ``sweeps``) accepts with ``method: grid``,
+``random`` or ``bayes`` is accepted unchanged, with these deliberate differences (each refused with
+a message that says why): ``random``/``bayes`` need ``run_cap`` (they never end otherwise),
+``run_cap`` ≤ :data:`MAX_RUN_CAP`, ``method: custom``, ``${envvar:...}`` in ``command``, beta
+``a``/``b`` = 0, and the bounds of :mod:`dispatcher.core.hyperband`. A file without ``program``
+validates and expands (W&B files written for ``wandb.agent(function=...)`` have none); launching
+it needs a program when the command uses ``${program}`` (:func:`launch_problems`). The
 ``sweepq:`` block (launch settings, see :mod:`dispatcher.core.launch`) is optional.
 Purely computational.
 """
@@ -14,19 +21,29 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from dispatcher.core import wandb_keys
 from dispatcher.core.errors import SpecError
 from dispatcher.core.expand import Expansion, grid_dims
+from dispatcher.core.hyperband import HyperbandSpec, parse_early_terminate
 from dispatcher.core.identity import params_hash
 from dispatcher.core.launch import LaunchSettings, merge_launch
-from dispatcher.core.params import GRIDDABLE, Param, field_path, parse_parameters, suggest
+from dispatcher.core.params import CATEGORICAL_PROB, CONSTANT, GRIDDABLE, Param, field_path, parse_parameters, suggest
 from dispatcher.core.yamlsafe import load_yaml
 
 DEFAULT_MAX_GRID_SIZE = 10**7
+# The largest run_cap: a DynamoDB number (the sweep's total) far inside its 38 digits, and more
+# trials than any cluster runs; a random or bayes sweep's size is its run_cap.
+MAX_RUN_CAP = 10**9
+METHODS = ("grid", "random", "bayes")
 EXTENSION_KEY = "sweepq"
-MACROS = ("${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}", "${args_json}")
-ARG_MACROS = ("${args}", "${args_no_hyphens}", "${args_json}")
+# Every macro W&B's agent fills in (wandb/wandb_agent.py, sdk/launch/sweeps/utils.py).
+ARG_MACROS = (
+    "${args}", "${args_no_hyphens}", "${args_no_boolean_flags}", "${args_json}", "${args_json_file}",
+    "${args_no_equals}", "${args_append_hydra}", "${args_override_hydra}",
+)
+MACROS = ("${env}", "${interpreter}", "${program}", *ARG_MACROS)
 DEFAULT_COMMAND = ("${env}", "${interpreter}", "${program}", "${args}")
 # Keys W&B's own sweep schema knows; accepted unchanged (some are only stored).
 WANDB_KEYS = {
@@ -36,28 +53,58 @@ WANDB_KEYS = {
 KNOWN_KEYS = WANDB_KEYS | {EXTENSION_KEY}
 
 
+def _not_text_or_bool(value: Any, field: str, example: str) -> Any:
+    """W&B's schema types numbers strictly: ``"1"`` and ``true`` are no run_cap (pydantic would take them)."""
+    if isinstance(value, (str, bool)):
+        raise ValueError(f"{field}: {value!r:.40} is not a whole number — write e.g. {example} (unquoted)")
+    return value
+
+
 class Metric(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(min_length=1, description="Key the trainer reports, e.g. eval/accuracy.")
     goal: Literal["minimize", "maximize"] = "minimize"
-    target: float | None = None
+    target: float | None = Field(default=None, description="Stored only: W&B stops creating runs once one reaches it.")
+    impute: Literal["latest", "best", "worst"] | None = Field(
+        default=None, description="bayes: the metric of a failed trial (default worst).")
+    impute_while_running: Literal["latest", "best", "worst", "false"] | None = Field(
+        default=None, description="bayes: use running trials' metric so far (default 'false': they are fantasised).")
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _target(cls, value: Any) -> Any:
+        if isinstance(value, (str, bool)):
+            raise ValueError(f"metric.target: {value!r:.40} is not a number")
+        return value
+
+    @field_validator("impute_while_running", mode="before")
+    @classmethod
+    def _while_running(cls, value: Any) -> Any:
+        if value is False:  # YAML `false`: W&B's schema wants the string (its engine crashes on the bool)
+            raise ValueError("metric.impute_while_running: false (a YAML boolean) — write impute_while_running: 'false'")
+        return value
 
 
 class SweepSpec(BaseModel):
     """The W&B part of a sweep file. Unknown W&B-compatible keys are kept in ``raw`` of :class:`Sweep`."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    method: Literal["grid", "random"]
+    method: Literal["grid", "random", "bayes"]
     parameters: dict[str, Any]
     program: str | None = None
-    command: list[str] | None = None
+    command: list[Any] | None = Field(default=None, description="argv with W&B macros; numbers are passed as text.")
     metric: Metric | None = None
-    run_cap: int | None = Field(default=None, ge=1)
-    name: str | None = Field(default=None, max_length=128)
+    run_cap: int | None = Field(default=None, ge=1, le=MAX_RUN_CAP)
+    name: str | None = None
     description: str | None = None
     project: str | None = None
     entity: str | None = None
     early_terminate: dict[str, Any] | None = None
+
+    @field_validator("run_cap", mode="before")
+    @classmethod
+    def _run_cap(cls, value: Any) -> Any:
+        return _not_text_or_bool(value, "run_cap", "run_cap: 50")
 
 
 @dataclass(frozen=True)
@@ -69,13 +116,35 @@ class Sweep:
     params: tuple[Param, ...]
     expansion: Expansion
     launch_block: dict[str, Any]  # the file's ``sweepq:`` block, unmerged
+    warnings: tuple[str, ...] = ()
+    hyperband: HyperbandSpec | None = None
+
+    @property
+    def method(self) -> str:
+        return self.spec.method
 
     @property
     def total(self) -> int:
         return self.expansion.total
 
     def trial(self, index: int) -> dict[str, Any]:
+        """Trial ``index``'s parameters. Raises :class:`~dispatcher.core.expand.SuggestedTrial` for
+        bayes, whose parameters come from :func:`dispatcher.core.search.suggest` at claim time."""
         return self.expansion.trial(index)
+
+    def example_params(self, index: int = 0) -> dict[str, Any]:
+        """Parameters to *render* trial ``index`` with when nothing is launched (intake's check of
+        trial 0's job, ``submit --dry-run``): the trial itself for grid/random, a prior draw for
+        bayes (whose real parameters are suggested at claim time)."""
+        if self.method == "bayes":
+            return self.expansion.prior_sample(index)
+        return self.trial(index)
+
+    def preview(self, count: int) -> list[dict[str, Any]]:
+        """The first ``count`` trials, or ``[]`` for bayes (nothing to know before trials finish)."""
+        if self.method == "bayes":
+            return []
+        return [self.trial(i) for i in range(min(count, self.total))]
 
     def breakdown(self) -> list[tuple[str, int]]:
         """``[(parameter, number of values)]`` of the grid axes (empty for random)."""
@@ -143,20 +212,50 @@ def _pydantic_problems(exc: ValidationError, prefix: str = "", model: type[BaseM
 
 
 def _check_command(spec: SweepSpec, problems: list[str]) -> None:
-    command = spec.command or list(DEFAULT_COMMAND)
+    command = list(DEFAULT_COMMAND) if spec.command is None else spec.command
     for i, part in enumerate(command):
-        for macro in re.findall(r"\$\{[^}]*\}", part):
-            if macro not in MACROS:
+        if isinstance(part, bool) or not isinstance(part, (str, int, float)):
+            problems.append(
+                f"command[{i}]: {part!r:.40} is not a string or a number — quote it (W&B's agent would pass "
+                f"str() of it: {str(part)!r:.40})"
+            )
+            continue
+        for macro in re.findall(r"\$\{[^}]*\}", str(part)):
+            if macro.startswith("${envvar:"):
                 problems.append(
-                    f"command[{i}]: unknown macro {macro} — W&B macros are {', '.join(MACROS)}"
+                    f"command[{i}]: {macro} (W&B's agent substitutes its own environment) is not supported — the "
+                    "trial's environment is sweepq's: pass the value as a parameter or in sweepq.env"
+                )
+            elif macro not in MACROS:
+                problems.append(f"command[{i}]: unknown macro {macro} — W&B macros are {', '.join(MACROS)}")
+            elif part != macro:
+                problems.append(
+                    f"command[{i}]: {part!r:.60} — a macro must be a whole element (W&B's agent passes "
+                    f"{macro} inside text verbatim); split it into its own list item"
                 )
     if not any(part in ARG_MACROS for part in command):
         problems.append(
-            "command: has none of ${args}, ${args_no_hyphens}, ${args_json} — the trial would never see its "
-            "parameters; add ${args}"
+            "command: has none of ${args} or W&B's other argument macros (${args_no_hyphens}, ${args_json}, "
+            "${args_json_file}, ...) — the trial would never see its parameters; add ${args}"
         )
-    if "${program}" in command and not spec.program:
-        problems.append("program: missing — the command uses ${program}; write e.g. program: train.py")
+
+
+def launch_problems(sweep: "Sweep") -> list[str]:
+    """What keeps a valid sweep from being launched: a command that uses ``${program}`` (W&B's
+    default does) without a ``program``. Checked at submit (:func:`resolve_launch`) and when a
+    trial's command is rendered; ``producer validate``/``expand`` do not need it."""
+    command = list(DEFAULT_COMMAND) if sweep.spec.command is None else sweep.spec.command
+    if "${program}" in command and not sweep.spec.program:
+        return list(_PROGRAM_MISSING)
+    return []
+
+
+_PROGRAM_MISSING = [
+    "program: missing — the command runs ${program} (W&B's default command does); name a script that exists "
+    "where the trials run (e.g. program: train.py in the local backend's working directory or the image), "
+    'or run the reference trainer with command: ["${env}", "${interpreter}", "-m", "trainer", "${args}"]. '
+    "(A file written for wandb.agent(function=...) has no program: sweepq launches a process, so name it.)"
+]
 
 
 def _check_grid(
@@ -166,8 +265,9 @@ def _check_grid(
         if p.distribution not in GRIDDABLE:
             if p.distribution == "uniform":
                 why = "`min`/`max` is continuous and cannot be gridded — give `values:`, or integer min/max, or use method: random"
-            elif p.distribution == "categorical":
-                why = "weighted `probabilities` make no sense in a grid — drop them or use method: random"
+            elif p.distribution == CATEGORICAL_PROB:
+                why = ("weighted `probabilities` make no sense in a grid (W&B's grid refuses them too) — drop "
+                       "them or use method: random")
             else:
                 why = f"distribution {p.distribution} is continuous and cannot be gridded — give `values:` or use method: random"
             problems.append(f"{field_path(p)}: {why}")
@@ -191,8 +291,13 @@ def validate_sweep(
     *,
     source: str | None = None,
     max_grid_size: int = DEFAULT_MAX_GRID_SIZE,
+    launchable: bool = False,
 ) -> Sweep:
-    """Validate a parsed sweep file. Raises :class:`SpecError` with every problem found."""
+    """Validate a parsed sweep file. Raises :class:`SpecError` with every problem found.
+
+    ``launchable=True`` (``producer submit``) adds :func:`launch_problems` to them, so one run
+    lists every problem; ``validate``/``expand`` leave it out (a file without ``program`` is fine
+    there)."""
     if not isinstance(raw, dict):
         raise SpecError(
             f"the file must be a mapping (method:, parameters:, ...), got {type(raw).__name__} — "
@@ -204,53 +309,88 @@ def validate_sweep(
         if key not in KNOWN_KEYS:
             problems.append(f"{key}: unknown key — {suggest(str(key), KNOWN_KEYS)}")
     method = raw.get("method")
-    if method == "bayes":
+    if method == "custom":
         problems.append(
-            "method: 'bayes' needs a live model of finished runs, which sweepq does not run — use "
-            "method: random with run_cap (or method: grid), or run this sweep with a W&B agent"
+            "method: 'custom' is not supported — it hands the search to a custom scheduler (scheduler.engine: "
+            "optuna or ax) that sweepq does not run; use method: grid, random or bayes"
         )
-    elif method == "custom":
-        problems.append("method: 'custom' is not supported — use method: grid or method: random")
     elif method is None:
-        problems.append("method: missing — write method: grid or method: random")
-    elif method not in ("grid", "random"):
-        problems.append(f"method: {method!r} is not a method — {suggest(str(method), ['grid', 'random'])}")
+        problems.append("method: missing — write method: grid, method: random or method: bayes")
+    elif method not in METHODS:
+        problems.append(f"method: {method!r:.40} is not a method — {suggest(str(method), list(METHODS))}")
     if "parameters" not in raw:
         problems.append("parameters: missing — define the parameters to sweep, e.g. lr: {values: [0.1, 0.01]}")
-    if method not in ("grid", "random") or "parameters" not in raw:
+    if method not in METHODS or "parameters" not in raw:
         raise SpecError(problems, source=source)
 
+    problems += wandb_keys.check_strings(raw) + wandb_keys.check_metrics(raw)
+    problems += wandb_keys.check_controller(raw) + wandb_keys.check_scheduler(raw)
     wandb_part = {k: v for k, v in raw.items() if k in WANDB_KEYS}
     try:
         spec = SweepSpec.model_validate(wandb_part)
     except ValidationError as exc:
         raise SpecError(problems + _pydantic_problems(exc), source=source) from exc
 
-    params, param_problems = parse_parameters(spec.parameters)
+    warnings: list[str] = []
+    params, param_problems = parse_parameters(spec.parameters, warnings=warnings)
     problems += param_problems
     _check_command(spec, problems)
+    block = _check_block(raw, problems)
+    _check_method(spec, params, problems)
+    if spec.method == "grid":
+        _check_grid(params, max_grid_size, spec.run_cap, problems, size_check=not param_problems)
+    hyperband = None
+    if spec.early_terminate is not None:
+        hyperband, et_problems = parse_early_terminate(spec.early_terminate, has_metric=spec.metric is not None)
+        problems += et_problems
+    if launchable:
+        command = list(DEFAULT_COMMAND) if spec.command is None else spec.command
+        if "${program}" in command and not spec.program:
+            problems += _PROGRAM_MISSING
+    if problems:
+        raise SpecError(problems, source=source)
+
+    seed = int(params_hash(spec.parameters)[:8], 16)
+    expansion = Expansion(params, method=spec.method, run_cap=spec.run_cap, seed=seed)
+    return Sweep(raw=raw, spec=spec, params=tuple(params), expansion=expansion, launch_block=dict(block),
+                 warnings=tuple(warnings), hyperband=hyperband)
+
+
+def _check_block(raw: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     block = raw.get(EXTENSION_KEY) or {}
     if not isinstance(block, dict):
         problems.append(
             f"{EXTENSION_KEY}: must be a mapping of launch settings, got {type(block).__name__} — "
             "e.g. sweepq: {kind: pytorchjob, gpus_per_node: 8}"
         )
-        block = {}
-    else:
-        try:
-            merge_launch(block)
-        except ValidationError as exc:
-            problems.extend(_pydantic_problems(exc, prefix=f"{EXTENSION_KEY}.", model=LaunchSettings))
+        return {}
+    try:
+        merge_launch(block)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(exc, prefix=f"{EXTENSION_KEY}.", model=LaunchSettings))
+    return block
+
+
+def _check_method(spec: SweepSpec, params: list[Param], problems: list[str]) -> None:
     if spec.method == "random" and not spec.run_cap:
         problems.append("run_cap: missing — a random sweep never ends by itself; add e.g. run_cap: 50")
-    if spec.method == "grid":
-        _check_grid(params, max_grid_size, spec.run_cap, problems, size_check=not param_problems)
-    if problems:
-        raise SpecError(problems, source=source)
-
-    seed = int(params_hash(spec.parameters)[:8], 16)
-    expansion = Expansion(params, method=spec.method, run_cap=spec.run_cap, seed=seed)
-    return Sweep(raw=raw, spec=spec, params=tuple(params), expansion=expansion, launch_block=dict(block))
+    if spec.method != "bayes":
+        return
+    if not spec.run_cap:
+        problems.append(
+            "run_cap: missing — method: 'bayes' never ends by itself (W&B's engine suggests runs forever); "
+            "add e.g. run_cap: 30"
+        )
+    if spec.metric is None:
+        problems.append(
+            "metric: missing — method: 'bayes' models the metric of finished trials; add e.g. "
+            "metric: {name: eval/loss, goal: minimize}"
+        )
+    if params and all(p.distribution == CONSTANT for p in params):
+        problems.append(
+            "parameters: method: 'bayes' needs at least one parameter to search (all are constants) — give one "
+            "values: or min/max"
+        )
 
 
 def load_sweep(text: str | bytes, *, source: str = "sweep file", max_grid_size: int = DEFAULT_MAX_GRID_SIZE) -> Sweep:
@@ -258,11 +398,16 @@ def load_sweep(text: str | bytes, *, source: str = "sweep file", max_grid_size: 
 
 
 def resolve_launch(sweep: Sweep, *, defaults: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> LaunchSettings:
-    """Team defaults < the file's ``sweepq:`` block < command-line overrides."""
+    """Team defaults < the file's ``sweepq:`` block < command-line overrides. Also refuses a sweep
+    that cannot be launched (:func:`launch_problems`): this is the submit-time check."""
+    problems = launch_problems(sweep)
     try:
-        return merge_launch(defaults, sweep.launch_block, overrides)
+        launch = merge_launch(defaults, sweep.launch_block, overrides)
     except ValidationError as exc:
-        raise SpecError(_pydantic_problems(exc, prefix=f"{EXTENSION_KEY}.", model=LaunchSettings)) from exc
+        raise SpecError(problems + _pydantic_problems(exc, prefix=f"{EXTENSION_KEY}.", model=LaunchSettings)) from exc
+    if problems:
+        raise SpecError(problems)
+    return launch
 
 
 def validate_launch(raw: Any, *, prefix: str = "launch.") -> LaunchSettings:
@@ -275,11 +420,35 @@ def validate_launch(raw: Any, *, prefix: str = "launch.") -> LaunchSettings:
         raise SpecError(_pydantic_problems(exc, prefix=prefix, model=LaunchSettings)) from exc
 
 
+# ``nodes: 2`` / ``nodes: "1:4"``: the shorthand LaunchSettings accepts before validation (it becomes
+# min_nodes/max_nodes, so the model's own schema does not have it).
+_NODES_SCHEMA = {
+    "anyOf": [{"type": "integer", "minimum": 1, "maximum": 999999},
+              {"type": "string", "pattern": r"^\s*\d{1,6}\s*(?::\s*\d{1,6}\s*)?$"}],
+    "description": "Nodes per trial: N, or 'MIN:MAX' (torchrun's --nnodes) for an elastic range; sets min_nodes "
+                   "and max_nodes.",
+}
+
+
+def _embedded(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """A model's schema for use inside another document: its ``$defs`` move to the document's root,
+    where its ``$ref: '#/$defs/...'`` pointers resolve (left nested, they point at nothing)."""
+    for name, definition in schema.pop("$defs", {}).items():
+        if defs.setdefault(name, definition) != definition:
+            raise AssertionError(f"json_schema: two different models are both called {name}")
+    return schema
+
+
 def json_schema() -> dict[str, Any]:
-    """JSON schema of a sweep file (W&B keys + the ``sweepq:`` block)."""
+    """JSON schema of a sweep file (W&B keys + the ``sweepq:`` block), one document whose
+    ``$ref`` pointers all resolve from its root."""
     schema = SweepSpec.model_json_schema()
+    defs: dict[str, Any] = schema.setdefault("$defs", {})
     schema["title"] = "sweepq sweep file"
-    schema["properties"][EXTENSION_KEY] = LaunchSettings.model_json_schema()
+    block = _embedded(LaunchSettings.model_json_schema(), defs)
+    block["properties"]["nodes"] = _NODES_SCHEMA
+    schema["properties"][EXTENSION_KEY] = block
+    schema["properties"]["early_terminate"] = _embedded(HyperbandSpec.model_json_schema(), defs)
     schema["properties"]["parameters"]["description"] = (
         "W&B parameters: {name: {value|values|min/max|distribution|parameters: {...}}}"
     )

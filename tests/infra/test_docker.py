@@ -181,3 +181,72 @@ def test_no_secret_is_baked_into_the_image(dockerfile):
     for ins in instructions(dockerfile):
         if ins.keyword in ("ENV", "ARG"):
             assert not re.search(r"(KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL)", ins.argument, re.IGNORECASE), ins
+
+
+# ---------------------------------------------------------------------------- the trainer runs non-root
+
+TRAINER = REPO / "docker" / "trainer.Dockerfile"
+# The runAsUser/runAsGroup trial pods get (dispatcher/backends/kube_options.py TRIAL_UID, from the
+# upstream branch) and the admission tests' restricted pod: the image's USER must be the same.
+TRIAL_UID = 10001
+WRITABLE = ("/tmp", "/outputs")  # the image's only writable paths (and /dev/shm, a pod volume)
+
+
+def _env(dockerfile: Path) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for ins in instructions(dockerfile):
+        if ins.keyword == "ENV":
+            for name, value in re.findall(r"(\w+)=(\S+)", ins.argument):
+                env[name] = value
+    return env
+
+
+def test_trainer_image_runs_as_uid_10001_and_writes_only_under_tmp_and_outputs():
+    ins = instructions(TRAINER)
+    assert [i.argument for i in ins if i.keyword == "USER"][-1] == f"{TRIAL_UID}:{TRIAL_UID}"
+    setup = " ".join(i.argument for i in ins if i.keyword == "RUN")
+    assert f"--uid {TRIAL_UID}" in setup and f"--gid {TRIAL_UID}" in setup and "chmod 1777 /outputs /tmp" in setup
+    env = _env(TRAINER)
+    # every path the image points a tool at is writable; the caches the trainer's stack uses are set
+    paths = {name: value for name, value in env.items() if value.startswith("/")}
+    assert paths and all(value.startswith(WRITABLE) for value in paths.values()), paths
+    assert {"HOME", "TMPDIR", "HF_HOME", "TORCH_HOME", "TRITON_CACHE_DIR", "MPLCONFIGDIR", "XDG_CACHE_HOME",
+            "WANDB_DIR"} <= set(paths)
+    assert env["HOME"] == "/tmp" and env["SWEEPQ_OUTPUT_DIR"] == "/outputs"
+    assert [i.argument for i in ins if i.keyword == "WORKDIR"][-1] in WRITABLE
+
+
+def test_the_outputs_path_is_where_the_backends_mount_the_outputs_volume():
+    from dispatcher.backends.kube_common import DEFAULT_OUTPUT_DIR
+
+    assert _env(TRAINER)["SWEEPQ_OUTPUT_DIR"] == DEFAULT_OUTPUT_DIR
+
+
+@pytest.mark.slow
+def test_under_the_images_environment_the_trainer_writes_nowhere_else(tmp_path):
+    # GIVEN the image's environment with /tmp and /outputs mapped to fresh directories, and a
+    # working directory that must stay untouched (the image's root filesystem may be read-only)
+    import subprocess
+    import sys
+
+    roots = {"/tmp": tmp_path / "tmp", "/outputs": tmp_path / "outputs"}
+    for root in roots.values():
+        root.mkdir()
+    cwd = tmp_path / "readonly-cwd"
+    cwd.mkdir()
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    for name, value in _env(TRAINER).items():
+        for prefix, root in roots.items():
+            if value == prefix or value.startswith(prefix + "/"):
+                value = str(root) + value[len(prefix):]
+        env[name] = value
+    # WHEN one tiny trial runs under torchrun
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node=1", "-m", "trainer",
+         "--model=tiny", "--data=synthetic", "--synthetic_samples=200", "--max_length=32", "--epochs=1"],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=280)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # THEN its results are under /outputs, its caches under /tmp, and nothing anywhere else
+    assert (roots["/outputs"] / "standalone" / "result.json").is_file()
+    assert list(cwd.iterdir()) == []
+    assert any(roots["/tmp"].iterdir())

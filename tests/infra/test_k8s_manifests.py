@@ -14,11 +14,12 @@ from kubernetes_validate.utils import SchemaNotFoundError
 
 from dispatcher.core.launch import merge_launch
 from dispatcher.settings import ENV, Settings
-from infra_expected import K8S, K8S_VERSION, OVERLAYS, REPO
+from infra_expected import (C6_SETTINGS, DISPATCHER_NAMESPACE, K8S, K8S_VERSION, OVERLAYS, REPO, TRAINER_SERVICE_ACCOUNT,
+                            TRIALS_NAMESPACE)
 from kustomize_lite import identity, load_documents, render
 
 # CRDs without bundled schemas: they must parse and name themselves, that is all.
-CRD_GROUPS = {"kueue.x-k8s.io"}
+CRD_GROUPS = {"kueue.x-k8s.io", "trainer.kubeflow.org"}  # the ClusterTrainingRuntime: checked by tests/upstream_models.py
 TEMPLATES = sorted((K8S / "templates").glob("*.yaml"))
 
 
@@ -84,8 +85,14 @@ def test_cronjob_ticks_every_minute_one_at_a_time_hardened(rendered):
     security = container["securityContext"]
     assert security == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                         "capabilities": {"drop": ["ALL"]}}
-    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}
-    assert {v["name"]: "emptyDir" in v for v in pod["volumes"]} == {"tmp": True}
+    assert {m["mountPath"]: m.get("readOnly", False) for m in container["volumeMounts"]} == {
+        "/tmp": False, "/etc/sweepq/policy": True}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes["tmp"]
+    # the operator policy's ConfigMap is optional: without it the dispatcher's default policy applies
+    assert volumes["policy"]["configMap"] == {"name": "sweepq-policy", "optional": True}
+    assert cronjob["metadata"]["namespace"] == DISPATCHER_NAMESPACE
+    assert pod["serviceAccountName"] == "sweepq-dispatcher"
     assert set(container["resources"]["requests"]) == set(container["resources"]["limits"]) == {"cpu", "memory"}
     assert container["envFrom"] == [{"configMapRef": {"name": "sweepq-dispatcher"}}]
     # A tick killed at the deadline leaves a lease that expires before the next minute's tick.
@@ -95,20 +102,42 @@ def test_cronjob_ticks_every_minute_one_at_a_time_hardened(rendered):
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_configmap_is_valid_dispatcher_settings(rendered, overlay):
-    data = _find(rendered[overlay], "ConfigMap", "sweepq-dispatcher")["data"]
-    assert {k for k in data if k.startswith("SWEEPQ_")} <= set(ENV.values())
+    config = _find(rendered[overlay], "ConfigMap", "sweepq-dispatcher")
+    data = config["data"]
+    assert config["metadata"]["namespace"] == DISPATCHER_NAMESPACE
+    assert {k for k in data if k.startswith("SWEEPQ_")} <= set(ENV.values()) | C6_SETTINGS
     settings = Settings.load(data)
-    assert settings.namespace == "sweepq" and settings.queue_url is None and settings.cluster_name is None
+    # the jobs go to the trials' namespace, never the dispatcher's own
+    assert settings.namespace == TRIALS_NAMESPACE and settings.queue_url is None and settings.cluster_name is None
+    assert data["SWEEPQ_METRICS_TABLE"] == f"{data['SWEEPQ_TABLE']}-metrics"
+    assert data["SWEEPQ_WAKE_QUEUE_NAME"] == f"{data['SWEEPQ_QUEUE_NAME']}-wake"
 
 
 def test_overlays_pick_their_backend_and_parts(rendered):
     backend = {o: _find(rendered[o], "ConfigMap", "sweepq-dispatcher")["data"]["SWEEPQ_BACKEND"] for o in OVERLAYS}
-    assert backend == {"pytorchjob": "pytorchjob", "elasticjob": "elasticjob", "lambda": "pytorchjob",
-                       "team-a": "pytorchjob"}
+    assert backend == {"pytorchjob": "pytorchjob", "elasticjob": "pytorchjob", "lambda": "pytorchjob",
+                       "team-a": "trainjob"}  # elasticjob: drain mode (the kind is retired); team-a: Kueue's default
+    assert _find(rendered["team-a"], "ConfigMap", "sweepq-dispatcher")["data"]["SWEEPQ_TRAINJOB_RUNTIME"] == \
+        _find(rendered["team-a"], "ClusterTrainingRuntime", "sweepq-torch-distributed")["metadata"]["name"]
     assert _find(rendered["lambda"], "CronJob", "sweepq-dispatcher")["spec"]["suspend"] is True
     kinds = {o: {obj["kind"] for obj in rendered[o]} for o in OVERLAYS}
     assert {"Deployment", "Service"} <= kinds["elasticjob"] and "Deployment" not in kinds["pytorchjob"]
     assert {"ClusterQueue", "LocalQueue", "ResourceFlavor", "PersistentVolumeClaim"} <= kinds["team-a"]
+    # the cluster-side controls are in every overlay
+    for overlay in OVERLAYS:
+        assert {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "NetworkPolicy"} <= kinds[overlay]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_both_namespaces_enforce_pod_security_restricted(rendered, overlay):
+    namespaces = {o["metadata"]["name"]: o["metadata"]["labels"] for o in rendered[overlay] if o["kind"] == "Namespace"}
+    assert set(namespaces) == {TRIALS_NAMESPACE, DISPATCHER_NAMESPACE}
+    for labels in namespaces.values():
+        assert {labels[f"pod-security.kubernetes.io/{mode}"] for mode in ("enforce", "warn", "audit")} == {"restricted"}
+    assert namespaces[TRIALS_NAMESPACE]["sweepq.io/trials"] == "true"
+    assert "sweepq.io/trials" not in namespaces[DISPATCHER_NAMESPACE]
+    # every namespaced object is in one of the two
+    assert {o["metadata"]["namespace"] for o in rendered[overlay] if "namespace" in o["metadata"]} <= set(namespaces)
 
 
 def test_etcd_is_the_rendezvous_endpoint_and_pinned(rendered):
@@ -171,9 +200,13 @@ def test_wandb_secret_template_has_the_name_and_key_the_backends_use_and_no_valu
 
 
 def test_trainer_service_account_is_the_one_documented(rendered):
-    account = _find(rendered["pytorchjob"], "ServiceAccount", "sweepq-trainer")
+    account = _find(rendered["pytorchjob"], "ServiceAccount", TRAINER_SERVICE_ACCOUNT)
+    assert account["metadata"]["namespace"] == TRIALS_NAMESPACE
     assert account["automountServiceAccountToken"] is False
-    assert "eks.amazonaws.com/role-arn" in account["metadata"]["annotations"]
+    # AWS through EKS Pod Identity only (the stack's association): no IRSA role to fall back on
+    assert "eks.amazonaws.com/role-arn" not in account["metadata"].get("annotations", {})
+    default = [o for o in rendered["pytorchjob"] if o["kind"] == "ServiceAccount" and o["metadata"]["name"] == "default"]
+    assert [(d["metadata"]["namespace"], d["automountServiceAccountToken"]) for d in default] == [(TRIALS_NAMESPACE, False)]
     assert merge_launch({"service_account": "sweepq-trainer"}).service_account == "sweepq-trainer"
 
 

@@ -7,6 +7,7 @@ import re
 import yaml
 
 from dispatcher.core.launch import merge_launch
+from dispatcher.core.policy import Policy
 from infra_expected import OVERLAYS, REPO
 from producer.sweepfile import parse_sweep
 
@@ -19,12 +20,11 @@ def test_first_sweep_example_is_a_valid_four_trial_grid():
     assert [sweep.trial(i) for i in range(4)][0] == {"batch_size": 16, "learning_rate": 0.001}
 
 
-def test_outputs_template_example_is_valid_launch_settings():
+def test_outputs_example_is_valid_launch_settings_the_default_policy_admits():
     [block] = [b for b in re.findall(r"```yaml\n(.*?)```", RUNBOOK, re.DOTALL) if b.startswith("sweepq:")]
     launch = merge_launch(yaml.safe_load(block)["sweepq"])
-    assert launch.kind == "template"
-    pod = launch.template["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
-    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "sweepq-outputs"
+    assert launch.output_pvc == "sweepq-outputs"
+    assert Policy.default().admit(launch, sender="AIDAEXAMPLE").ok
 
 
 def test_paths_and_overlays_named_in_the_runbook_exist():

@@ -17,7 +17,8 @@ import pytest
 import dispatcher.lambda_handler as lambda_handler
 from dispatcher.adapters.store import Store
 from dispatcher.core.identity import sweep_id_for
-from dispatcher.core.message import SubmitMessage, encode_submit
+from dispatcher.core.message import SubmitMessage, encode_cancel, encode_submit
+from dispatcher.settings import Settings
 
 
 def submit_body(name: str) -> tuple[str, str]:
@@ -71,7 +72,8 @@ def test_scheduled_tick_takes_a_sweep_from_the_stack_queue_and_launches_its_tria
     assert (report["accepted"], report["launched"], report["lease"]) == (1, 4, "held")
     assert "batchItemFailures" not in response
     sweep = Store(stack.outputs["TableName"], stack.client("dynamodb")).get_sweep(sweep_id)
-    assert sweep is not None and sweep["list_pk"] == "ACTIVE"
+    # active in this deployment's own partition (the stack's cluster/namespace scope)
+    assert sweep is not None and sweep["list_pk"] == f"ACTIVE#{Settings.load(function_env).dispatcher_scope}"
     jobs = kube.list_objects("pytorchjob", namespace=function_env["SWEEPQ_NAMESPACE"])
     assert len(jobs) == 4
     attrs = sqs.get_queue_attributes(QueueUrl=stack.outputs["QueueUrl"],
@@ -94,4 +96,40 @@ def test_queue_batch_reports_only_the_poison_message_as_failed(
     assert response["batchItemFailures"] == [{"itemIdentifier": poison}]
     assert response["report"]["accepted"] == 1
     assert Store(stack.outputs["TableName"], stack.client("dynamodb")).get_sweep(sweep_id) is not None
+    assert len(kube.list_objects("pytorchjob", namespace=function_env["SWEEPQ_NAMESPACE"])) == 4
+
+
+def test_wake_queue_batch_tops_up_and_a_cancel_slipped_onto_it_is_never_performed(
+        stack, function_env, kube, scheduled_event, lambda_context):
+    # GIVEN a running sweep (accepted and launched by a scheduled tick)
+    sqs = stack.client("sqs")
+    sweep_id, body = submit_body("stack-wake")
+    sqs.send_message(QueueUrl=stack.outputs["QueueUrl"], MessageBody=body)
+    assert lambda_handler.handler(scheduled_event, lambda_context)["report"]["launched"] == 4
+    # AND on the wake queue: a trainer's wake, and a trial's forged cancel of that sweep
+    wake_url = stack.outputs["WakeQueueUrl"]
+    assert function_env["SWEEPQ_WAKE_QUEUE_URL"] == wake_url
+    job = f"{sweep_id}-0-a1"
+    sqs.send_message(QueueUrl=wake_url, MessageBody=json.dumps(
+        {"schema": "sweepq.wake/v1", "event": "trial-finished", "sweep_id": sweep_id, "job": job,
+         "pod": f"{job}-worker-0"}))
+    sqs.send_message(QueueUrl=wake_url, MessageBody=encode_cancel(sweep_id=sweep_id, requested_by="a trial"))
+    messages = sqs.receive_message(QueueUrl=wake_url, MaxNumberOfMessages=10, VisibilityTimeout=300)["Messages"]
+    assert len(messages) == 2
+    event = {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                          "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
+                          "eventSourceARN": stack.outputs["WakeQueueArn"], "awsRegion": "us-east-1"}
+                         for m in messages]}
+
+    # WHEN the wake queue's event source invokes the handler with that batch
+    response = lambda_handler.handler(event, lambda_context)
+
+    # THEN both records are consumed (none reported failed), each counts only as a trigger (a wake
+    # queue's body is never parsed), and the cancel never reached intake: the sweep is still active
+    assert response["batchItemFailures"] == []
+    report = response["report"]
+    assert (report["wakes"], report["cancel_requests"], report["errors"]) == (2, 0, [])
+    sweep = Store(stack.outputs["TableName"], stack.client("dynamodb")).get_sweep(sweep_id)
+    assert sweep["list_pk"] == f"ACTIVE#{Settings.load(function_env).dispatcher_scope}"
+    assert not sweep.get("cancel_requested")
     assert len(kube.list_objects("pytorchjob", namespace=function_env["SWEEPQ_NAMESPACE"])) == 4

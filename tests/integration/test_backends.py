@@ -15,9 +15,12 @@ import pytest
 
 from dispatcher.adapters.kube_client import api_client_from_host
 from dispatcher.backends import make_backend
+from dispatcher.backends.elasticjob import RETIRED
 from dispatcher.core.errors import PermanentError, TransientError
 from dispatcher.core.jobs import JobPhase, LaunchRequest, TrialCommand
 from dispatcher.core.launch import LaunchSettings
+from dispatcher.core.policy import Policy, TemplateSpec
+from kube_status import condition
 
 NAMESPACE = "sweepq"
 SWEEP = "lr-sweep-abcdefgh"
@@ -25,20 +28,20 @@ JOBSET_TEMPLATE: dict[str, Any] = {
     "apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
     "spec": {"replicatedJobs": [{"name": "w", "template": {"spec": {"template": {"spec": {
         "restartPolicy": "Never",
-        "containers": [{"name": "t", "image": "{{image}}", "command": ["python", "{{args}}"]}]}}}}}]},
+        "containers": [{"name": "t", "image": "{{image}}", "command": ["python", "{{args}}"],
+                        "resources": {"limits": {"nvidia.com/gpu": "{{gpus_per_node}}"}}}]}}}}}]},
 }
+TEMPLATE_POLICY = Policy(templates={"jobset": TemplateSpec(manifest=JOBSET_TEMPLATE)})  # templates: operator-owned
 LAUNCH: dict[str, dict[str, Any]] = {
     "pytorchjob": {"gpus_per_node": 8, "nodes": "1:2"},
-    "elasticjob": {"gpus_per_node": 4, "nodes": "2:2"},
     "trainjob": {"gpus_per_node": 8, "nodes": 2},
     "job": {"gpus_per_node": 1},
-    "template": {"gpus_per_node": 2, "template": JOBSET_TEMPLATE},
+    "template": {"gpus_per_node": 2, "template": "jobset"},
 }
-GPUS = {"pytorchjob": 16, "elasticjob": 8, "trainjob": 16, "job": 1, "template": 2}
-KINDS = list(LAUNCH)
+GPUS = {"pytorchjob": 16, "trainjob": 16, "job": 1, "template": 2}
+KINDS = list(LAUNCH)  # the kinds that launch; elasticjob is retired (drained only, see below)
 EMULATED = {"template": "jobset.x-k8s.io/v1alpha2/jobsets"}  # emulator name of each kind's resource
-PLURALS = {"pytorchjob": "pytorchjobs", "elasticjob": "elasticjobs", "trainjob": "trainjobs", "job": "jobs",
-           "template": "jobsets"}
+PLURALS = {"pytorchjob": "pytorchjobs", "trainjob": "trainjobs", "job": "jobs", "template": "jobsets"}
 
 
 def request(kind: str, index: int = 0, attempt: int = 1) -> LaunchRequest:
@@ -53,6 +56,7 @@ def request(kind: str, index: int = 0, attempt: int = 1) -> LaunchRequest:
 def backend(kube: Any, kind: str, **options: Any) -> Any:
     if kind == "template":
         kube.install(EMULATED["template"])
+        options.setdefault("policy", TEMPLATE_POLICY)
     return make_backend(kind, api_client=kube.api_client, namespace=NAMESPACE, **options)
 
 
@@ -89,7 +93,7 @@ def test_observe_reads_every_phase_with_one_list_call_per_kind(kube, kind) -> No
     kube.reset_counts()
 
     observed = make_backend(kind, api_client=kube.api_client, namespace=NAMESPACE,  # a fresh process
-                            **({"templates": [JOBSET_TEMPLATE]} if kind == "template" else {})).observe()
+                            **({"policy": TEMPLATE_POLICY} if kind == "template" else {})).observe()
 
     assert {name: status.phase for name, status in observed.items()} == \
         {f"{SWEEP}-{index}-a1": phase for index, phase in enumerate(phases)}
@@ -99,21 +103,51 @@ def test_observe_reads_every_phase_with_one_list_call_per_kind(kube, kind) -> No
         assert (status.kind, status.sweep_id, status.trial_index, status.attempt, status.gpus) == \
             (kind, SWEEP, index, 1, GPUS[kind])
         assert status.created_at is not None and abs(status.created_at - time.time()) < 120
-    expected = {("list", PLURALS[kind]): 1}
-    if kind == "elasticjob":
-        expected[("list", "pods")] = 1  # its phase comes from the pods: one list for all jobs
-    assert dict(kube.requests) == expected
+    # one list of the kind, and one pods list for the failed job's cause (none of them per job)
+    assert dict(kube.requests) == {("list", PLURALS[kind]): 1, ("list", "pods"): 1}
 
 
-def test_elasticjob_phase_comes_from_pods_not_its_stale_status(kube) -> None:
+def legacy_elasticjob(kube, index: int, *, min_replicas: int = 2) -> str:
+    """An ElasticJob as sweepq created them before the kind was retired (stored as is)."""
+    name = f"{SWEEP}-{index}-a1"
+    labels = {"app.kubernetes.io/managed-by": "sweepq", "sweepq.io/kind": "elasticjob", "sweepq.io/sweep-id": SWEEP,
+              "sweepq.io/trial-index": str(index), "sweepq.io/attempt": "1"}
+    kube.put_object("elasticjob", {
+        "apiVersion": "elastic.pytorch.org/v1alpha1", "kind": "ElasticJob",
+        "metadata": {"name": name, "namespace": NAMESPACE, "uid": f"uid-{index}", "labels": labels,
+                     "creationTimestamp": "2026-01-01T00:00:00Z", "annotations": {"sweepq.io/gpus": "8"}},
+        "spec": {"rdzvEndpoint": "etcd-service:2379", "minReplicas": min_replicas, "maxReplicas": 2,
+                 "replicaSpecs": {"Worker": {"replicas": 2, "template": {
+                     "metadata": {"labels": {**labels, "sweepq.io/job-name": name}},
+                     "spec": {"containers": [{"name": "elasticjob-worker", "image": "trainer:1"}]}}}}},
+        "status": {"conditions": [condition("Created", "ElasticJobCreated")]}}, NAMESPACE)
+    return name
+
+
+def test_a_retired_elasticjob_is_refused_for_new_trials_and_still_observed_and_cancelled(kube) -> None:
+    # GIVEN the retired kind and ElasticJobs still running from before
     b = backend(kube, "elasticjob")
-    name = b.submit(b.dryrun(request("elasticjob")))
-    kube.set_job_phase("elasticjob", name, JobPhase.RUNNING)
-    assert kube.get_object("elasticjob", name)["status"]["conditions"][0]["type"] == "Created"  # stale
-    assert b.observe()[name].phase is JobPhase.RUNNING
-    assert len(kube.list_objects("pod")) == 2
-    b.cancel(name)
-    assert kube.list_objects("pod") == []  # the emulator garbage-collects owned pods
+    with pytest.raises(PermanentError) as refused:
+        b.dryrun(dataclasses.replace(request("job"),
+                                     launch=LaunchSettings(kind="elasticjob", image="trainer:1", nodes="2:4")))
+    assert str(refused.value) == RETIRED
+    running, failed = legacy_elasticjob(kube, 0), legacy_elasticjob(kube, 1)
+    kube.set_job_phase("elasticjob", running, JobPhase.RUNNING)
+    kube.set_job_phase("elasticjob", failed, JobPhase.FAILED, reason="OOMKilled")
+    kube.reset_counts()
+    # WHEN the dispatcher observes them
+    observed = b.observe()
+    # THEN their phase comes from their pods (the job's own status stays stale), in one pods list
+    assert kube.get_object("elasticjob", running)["status"]["conditions"][0]["type"] == "Created"
+    assert observed[running].phase is JobPhase.RUNNING and observed[running].gpus == 8
+    assert observed[failed].phase is JobPhase.FAILED and "OOMKilled" in observed[failed].reason
+    assert "pod " + failed + "-worker-0: OOMKilled" in observed[failed].detail
+    assert dict(kube.requests) == {("list", "elasticjobs"): 1, ("list", "pods"): 1}
+    # AND a cancel deletes the job and, through its owner references, its pods
+    b.cancel(running)
+    b.cancel(running)
+    assert [p["metadata"]["name"] for p in kube.list_objects("pod")] == [f"{failed}-worker-0", f"{failed}-worker-1"]
+    assert set(b.observe()) == {failed}
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -163,8 +197,7 @@ def test_unreachable_api_server_is_transient() -> None:
 @pytest.mark.parametrize("kind, fix", [
     ("pytorchjob", "PyTorchJob CRD .* is not installed — install the Kubeflow Training Operator or set "
                    "SWEEPQ_BACKEND=job"),
-    ("elasticjob", "install the TorchElastic controller"),
-    ("trainjob", "install Kubeflow Trainer v2"),
+    ("trainjob", "install Kubeflow Trainer v2.2\\+"),
 ])
 def test_missing_crd_is_permanent_and_says_what_to_do(kube, kind, fix) -> None:
     kube.uninstall(kind)
@@ -185,17 +218,24 @@ def test_client_errors_are_typed(kube, status, message) -> None:
         b.submit(b.dryrun(request("job")))
 
 
-def test_a_templated_batch_job_is_sent_verbatim(kube) -> None:
+def test_a_templated_batch_job_is_sent_verbatim_and_refused_where_upstream_would_prune_it(kube) -> None:
     template = {"apiVersion": "batch/v1", "kind": "Job", "spec": {
-        "backoffLimit": 0, "futureField": {"kept": True},  # unknown to this client version's models
+        "backoffLimit": 0,
         "template": {"spec": {"restartPolicy": "Never", "containers": [{
             "name": "t", "image": "{{image}}", "command": ["python", "{{args}}"],
             "resources": {"limits": {"nvidia.com/gpu": "{{gpus_per_node | int}}"}}}]}}}}
-    b = make_backend("template", api_client=kube.api_client, namespace=NAMESPACE)
-    launch = LaunchSettings(kind="template", image="trainer:1", gpus_per_node=2, template=template)
+    # a field batch/v1 does not know would be dropped by the API server (an operator's typo, say)
+    unknown = {**template, "spec": {**template["spec"], "futureField": {"kept": True}}}
+    b = make_backend("template", api_client=kube.api_client, namespace=NAMESPACE,
+                     policy=Policy(templates={"batch": TemplateSpec(manifest=template),
+                                              "pruned": TemplateSpec(manifest=unknown)}))
+    launch = LaunchSettings(kind="template", image="trainer:1", gpus_per_node=2, template="batch")
     dryrun = b.dryrun(dataclasses.replace(request("job"), launch=launch))
     b.submit(dryrun)
     stored = kube.get_object("job", dryrun.job_name)
-    assert stored["spec"]["futureField"] == {"kept": True}
-    assert stored["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert stored["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 2  # a number
     assert b.observe()[dryrun.job_name].phase is JobPhase.PENDING
+    # …so the emulator, like upstream's models, refuses it, naming the field
+    pruned = b.dryrun(dataclasses.replace(request("job", 1), launch=launch.model_copy(update={"template": "pruned"})))
+    with pytest.raises(PermanentError, match="rejected it: .*Job.spec.futureField: unknown field"):
+        b.submit(pruned)

@@ -38,11 +38,14 @@ def test_demo_runs_a_sweep_to_completion_and_reports_the_best_trial(tmp_path):
     assert result["best"]["value"] == pytest.approx(values[0])
     assert result["best"]["trial_id"] in {t["trial_id"] for t in result["trials"] if t["metric"] == values[0]}
     assert {t["state"] for t in result["trials"]} == {"SUCCEEDED"}
-    # logs, checkpoints/results and the plot are where the demo says
+    # logs, checkpoints/results and the plot are where the demo says; results are kept per sweep file
     for t in result["trials"]:
         assert (Path(result["outputs"]) / t["trial_id"] / "result.json").is_file()
+        assert t["params"]["learning_rate"] in (0.002, 0.00001) and t["metric_partial"] is False
+    assert result["params"] == ["learning_rate"]  # the swept parameter: the table's and the plot's labels
     assert any(Path(result["logs"]).glob("*/log.txt"))
     assert Path(result["plot"]).stat().st_size > 10_000
+    assert Path(result["plot"]).parent.parent == state / "sweeps" and Path(result["plot"]).parent.name.startswith("sweep-")
 
 
 def test_ctrl_c_stops_the_trials_saves_the_state_and_the_rerun_resumes(tmp_path):
@@ -67,13 +70,24 @@ def test_ctrl_c_stops_the_trials_saves_the_state_and_the_rerun_resumes(tmp_path)
     # WHEN the researcher presses Ctrl-C
     first.send_signal(signal.SIGINT)
     _, err = first.communicate(timeout=120)
-    # THEN it exits 130 with the state saved and no trial process left
+    # THEN it exits 130 with the state saved (in the directory of this sweep file) and no trial process left
     assert first.returncode == 130, err[-2000:]
-    assert (state / "table.json").is_file()
+    [snapshot] = list((state / "sweeps").glob("*/table.json"))
     for exit_file in (state / "jobs").glob("*/exit_code"):
         assert "cancelled" in exit_file.read_text()
     leftovers = [p for p in Path("/proc").glob("[0-9]*") if _has_env(p, str(state))]
     assert leftovers == []
+    # AND another sweep file is another sweep: it does not resume this one (here it is refused at
+    # intake at once: its program is not a file), and this one's state is kept
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({"name": "other", "method": "grid", "program": "no_such_train.py",
+                                     "parameters": {"lr": {"values": [0.1]}}, "sweepq": {"kind": "local", "gpus_per_node": 0}}))
+    refused = subprocess.run([*cmd[:4], str(other), *cmd[5:]], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and "resuming" not in refused.stderr, refused.stderr[-2000:]
+    assert "1 other interrupted sweep(s) kept" in refused.stderr
+    rejected = json.loads(refused.stdout.strip().splitlines()[-1])
+    assert rejected["state"] == "REJECTED" and "program: 'no_such_train.py' is not a file" in rejected["reason"]
+    assert snapshot.is_file()
     # AND the same command resumes and finishes the sweep (the interrupted trials run attempt 2)
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=540)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -81,7 +95,7 @@ def test_ctrl_c_stops_the_trials_saves_the_state_and_the_rerun_resumes(tmp_path)
     result = json.loads(second.stdout.strip().splitlines()[-1])
     assert (result["state"], result["succeeded"]) == ("COMPLETED", 2)
     assert sorted(t["attempt"] for t in result["trials"]) == [2, 2]
-    assert not (state / "table.json").exists()
+    assert not snapshot.exists()
     assert os.path.isfile(result["plot"])
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from dispatcher.backends import local_supervise as sv
 from dispatcher.backends.local import LocalBackend
+from dispatcher.core.failures import parse_failure
 from dispatcher.core.jobs import DryRun, JobPhase, JobStatus, LaunchRequest, TrialCommand
 from dispatcher.core.launch import LaunchSettings
 
@@ -105,11 +106,11 @@ def records(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def backend(tmp_path: Path):
-    backend = LocalBackend(tmp_path / "state", kill_grace=1.0, cwd=tmp_path)
+    backend = LocalBackend(tmp_path / "state", termination_grace_s=1.0, cwd=tmp_path)
     yield backend
     for name, status in backend.observe().items():  # leave no process behind, even on failure
         if not status.phase.terminal:
-            backend.cancel(name)
+            backend.cancel(name, wait=10)
 
 
 def test_verbatim_argv_env_and_success_are_recorded(backend: LocalBackend, records: Path, tmp_path: Path) -> None:
@@ -127,6 +128,7 @@ def test_verbatim_argv_env_and_success_are_recorded(backend: LocalBackend, recor
     assert record["env"]["PYTHONUNBUFFERED"] == "1"
     assert status.phase is JobPhase.SUCCEEDED and status.reason == ""
     assert (status.sweep_id, status.trial_index, status.attempt, status.gpus) == ("sw1", 4, 2, 0)
+    assert (record["env"]["POD_NAME"], record["env"]["SWEEPQ_JOB_NAME"]) == ("sw1-t0-a1-local-0", "sw1-t0-a1")
     assert status.created_at <= status.started_at + 0.05 and status.started_at <= status.finished_at
     # ... the log is where log_path says, and the secret value is written nowhere
     assert f"pid {record['pid']}" in backend.log_path("sw1-t0-a1").read_text()
@@ -150,7 +152,29 @@ def test_running_then_terminal_phase_from_exit_code(
     backend.submit(backend.dryrun(make_request(records, "--sleep", "0.5", "--exit", str(exit_code))))
     assert backend.observe()["sw1-t0-a1"].phase is JobPhase.RUNNING
     status = wait_terminal(backend, "sw1-t0-a1")
-    assert (status.phase, status.reason) == (phase, reason)
+    assert (status.phase, parse_failure(status.reason).ended if reason else status.reason) == (phase, reason)
+    if reason:  # the log is named in the reason of every failure
+        assert f"log: {backend.log_path('sw1-t0-a1')}" in status.reason
+
+
+def test_a_failure_carries_the_cause_from_the_log_tail_without_secrets(
+    backend: LocalBackend, records: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a dispatcher holding a W&B key (inherited by its trials), and a trial that prints it and fails
+    monkeypatch.setenv("WANDB_API_KEY", "wandb-key-9f8e7d6c5b4a")
+    say = ["--say", "config: api_key=wandb-key-9f8e7d6c5b4a lr=0.1", "--say", "Traceback (most recent call last):",
+           "--say", '  File "train.py", line 9, in <module>', "--say", "ValueError: learning_rate must be positive"]
+    backend.submit(backend.dryrun(make_request(records, *say, "--exit", "1")))
+    status = wait_terminal(backend, "sw1-t0-a1")
+    # THEN its reason names how it ended, the exception, the log, and the last lines — the key in none of them
+    lines = status.reason.splitlines()
+    assert lines[0] == "exit code 1: ValueError: learning_rate must be positive"
+    assert lines[1] == f"log: {backend.log_path('sw1-t0-a1')}"
+    assert "| config: api_key=<redacted> lr=0.1" in lines and lines[-1] == "| ValueError: learning_rate must be positive"
+    assert "wandb-key-9f8e7d6c5b4a" not in status.reason
+    job_dir = backend.job_dir("sw1-t0-a1")
+    assert "wandb-key-9f8e7d6c5b4a" not in (job_dir / "tail.json").read_text()
+    assert backend.observe()["sw1-t0-a1"].reason == status.reason  # read once, the same ever after
 
 
 def test_submit_twice_starts_one_process(backend: LocalBackend, records: Path, tmp_path: Path) -> None:
@@ -181,7 +205,7 @@ def test_restarted_dispatcher_finds_running_job_and_its_exit_code(records: Path,
     assert restarted.observe()["sw1-t0-a1"].phase is JobPhase.RUNNING
     restarted.submit(dryrun)
     status = wait_terminal(restarted, "sw1-t0-a1")
-    assert (status.phase, status.reason) == (JobPhase.FAILED, "exit code 5")
+    assert (status.phase, parse_failure(status.reason).ended) == (JobPhase.FAILED, "exit code 5")
     assert len(list(records.glob("*.json"))) == 1
 
 
@@ -190,12 +214,11 @@ def test_cancel_kills_stubborn_trial_and_its_escaped_daemon(backend: LocalBacken
     backend.submit(backend.dryrun(make_request(records, "--sleep", "60", "--ignore-term", "--daemon")))
     pids = [r["pid"] for r in read_records(records, 1, "trial") + read_records(records, 1, "daemon")]
     # WHEN it is cancelled (twice, and an unknown job too)
-    started = time.monotonic()
     backend.cancel("sw1-t0-a1")
     backend.cancel("sw1-t0-a1")
     backend.cancel("no-such-job")
-    # THEN both are gone after the SIGKILL grace, and the verdict says cancelled
-    assert time.monotonic() - started < backend.kill_grace + 3
+    # THEN both are gone once the supervisor's SIGKILL grace (1 s here) is over, and the verdict says cancelled
+    assert backend.wait_stopped(["sw1-t0-a1"], timeout=20) == []
     assert not any(alive(pid) for pid in pids)
     status = backend.observe()["sw1-t0-a1"]
     assert status.phase is JobPhase.FAILED and status.reason.startswith("cancelled")
@@ -214,7 +237,7 @@ def test_vanished_supervisor_fails_the_job_and_ends_its_processes(backend: Local
     supervisor = json.loads((backend.job_dir("sw1-t0-a1") / "pid").read_text())["pid"]
     os.kill(supervisor, signal.SIGKILL)  # as the OOM killer or a reboot would
     status = wait_terminal(backend, "sw1-t0-a1")
-    assert (status.phase, status.reason) == (JobPhase.FAILED, "process vanished")
+    assert (status.phase, parse_failure(status.reason).ended) == (JobPhase.FAILED, "process vanished")
     assert not alive(trial["pid"])
 
 
@@ -222,7 +245,7 @@ def test_max_runtime_terminates_the_trial(backend: LocalBackend, records: Path) 
     backend.submit(backend.dryrun(make_request(records, "--sleep", "60", max_runtime=1)))
     status = wait_terminal(backend, "sw1-t0-a1")
     assert status.phase is JobPhase.FAILED
-    assert status.reason == "max_runtime 1s exceeded: killed by signal 15 (SIGTERM)"
+    assert status.reason.startswith("max_runtime 1s exceeded: killed by signal 15 (SIGTERM): trial trial pid")
 
 
 class _DiesAfterClaim(LocalBackend):
@@ -271,7 +294,47 @@ def test_torchrun_cancel_leaves_no_worker_alive(backend: LocalBackend, records: 
     workers = read_records(records, 2, "trial")
     pids = {w["pid"] for w in workers} | {w["ppid"] for w in workers}  # the workers and torchrun
     assert len(pids) == 3 and all(alive(pid) for pid in pids)
-    backend.cancel("sw1-t0-a1")
+    backend.cancel("sw1-t0-a1", wait=30)
     assert not any(alive(pid) for pid in pids)
     status = backend.observe()["sw1-t0-a1"]
     assert status.phase is JobPhase.FAILED and status.reason.startswith("cancelled"), status
+
+
+def test_cancel_gives_a_graceful_trial_its_grace_and_returns_at_once(records: Path, tmp_path: Path) -> None:
+    # GIVEN a trial that saves a checkpoint and exits 0 on SIGTERM, under a 2-minute grace
+    backend = LocalBackend(tmp_path / "state", cwd=tmp_path)  # the default termination grace
+    backend.submit(backend.dryrun(make_request(records, "--sleep", "60", "--on-term", "0")))
+    read_records(records, 1)
+    # WHEN it is cancelled: the call only asks (a tick never blocks for the grace)
+    backend.cancel("sw1-t0-a1")
+    # THEN the trial ends by itself, never SIGKILLed, and the verdict is a cancel
+    assert backend.wait_stopped(["sw1-t0-a1"], timeout=60) == []
+    status = backend.observe()["sw1-t0-a1"]
+    assert (status.phase, status.reason) == (JobPhase.FAILED, "cancelled: exit code 0")
+    log = backend.log_path("sw1-t0-a1").read_text()
+    assert "got SIGTERM: checkpoint saved" in log and "after SIGTERM: SIGKILL" not in log  # the supervisor's escalation
+
+
+def test_a_supervisor_that_does_not_end_a_cancelled_trial_is_bypassed_after_the_grace(
+    records: Path, tmp_path: Path
+) -> None:
+    # GIVEN a running trial whose supervisor is frozen (SIGSTOP: it cannot act on the cancel)
+    now = [1000.0]
+    backend = LocalBackend(tmp_path / "state", cwd=tmp_path, clock=lambda: now[0], termination_grace_s=30)
+    backend.submit(backend.dryrun(make_request(records, "--sleep", "60")))
+    (trial,) = read_records(records, 1)
+    supervisor = json.loads((backend.job_dir("sw1-t0-a1") / "pid").read_text())["pid"]
+    os.kill(supervisor, signal.SIGSTOP)
+    try:
+        backend.cancel("sw1-t0-a1")
+        # WHEN observed within the grace, it still runs; past the grace and the margin, it is ended
+        now[0] = 1030.0
+        assert backend.observe()["sw1-t0-a1"].phase is JobPhase.RUNNING and alive(trial["pid"])
+        now[0] = 1036.0
+        status = backend.observe()["sw1-t0-a1"]
+        # THEN every process of the trial is gone and the verdict says why
+        assert (status.phase, status.reason) == (JobPhase.FAILED, "cancelled: supervisor unresponsive")
+        assert not alive(trial["pid"]) and not alive(supervisor)
+    finally:
+        if alive(supervisor):
+            os.kill(supervisor, signal.SIGKILL)

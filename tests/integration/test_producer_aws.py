@@ -1,120 +1,31 @@
-"""``producer submit / status / list / cancel`` against moto's SQS, STS and DynamoDB.
+"""``producer submit / status / list / cancel / pause / resume`` against moto's SQS, STS and DynamoDB.
 
 The sweep items are written by the dispatcher's own code (``Dispatcher.intake`` and ``tick``)
 from the messages the producer sent. The only stand-in is the job backend: a recording
-:class:`FakeBackend` at our own ``Backend`` interface, whose jobs the test moves through phases.
+:class:`FakeBackend` at our own ``Backend`` interface, whose jobs the test moves through phases
+(see producer_world.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
-import boto3
 import pytest
-from moto import mock_aws
-from typer.testing import CliRunner
 
-from dispatcher.adapters.queue import Queue, create_queues
-from dispatcher.adapters.store import Store, trial_key
-from dispatcher.adapters.dynamo import ser
-from dispatcher.core.jobs import DryRun, JobPhase, JobStatus, LaunchRequest
+from dispatcher.core.jobs import JobPhase
 from dispatcher.core.launch import LaunchSettings
-from dispatcher.core.message import CancelMessage, SubmitMessage, decode
+from dispatcher.core.message import CancelMessage, SubmitMessage
 from dispatcher.core.spec import validate_sweep
-from dispatcher.settings import Settings
-from dispatcher.tick import Dispatcher, TickReport
-from producer.cli import app
+from producer_world import EXAMPLE, MOTO_ARN, World, make_world, run, submit
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "sweep.yaml"
-MOTO_ARN = "arn:aws:sts::123456789012:user/moto"
-
-
-class FakeBackend:
-    """Records created jobs; the test sets their phases. Implements dispatcher.core.jobs.Backend."""
-
-    kind = "local"
-
-    def __init__(self) -> None:
-        self.jobs: dict[str, JobStatus] = {}
-        self.requests: dict[str, LaunchRequest] = {}
-
-    def dryrun(self, request: LaunchRequest) -> DryRun:
-        return DryRun(job_name=request.job_name, kind=self.kind, request=request, rendered=request.job_name)
-
-    def submit(self, dryrun: DryRun) -> str:
-        r: LaunchRequest = dryrun.request
-        self.requests[r.job_name] = r
-        self.jobs.setdefault(r.job_name, JobStatus(r.job_name, self.kind, r.sweep_id, r.trial_index, r.attempt,
-                                                   JobPhase.PENDING))
-        return r.job_name
-
-    def observe(self) -> dict[str, JobStatus]:
-        return dict(self.jobs)
-
-    def cancel(self, name: str) -> None:
-        self.jobs.pop(name, None)
-
-    def set_phase(self, name: str, phase: JobPhase) -> None:
-        old = self.jobs[name]
-        self.jobs[name] = JobStatus(old.name, old.kind, old.sweep_id, old.trial_index, old.attempt, phase)
-
-
-class World:
-    def __init__(self, sqs: Any, ddb: Any, url: str, store: Store) -> None:
-        self.sqs, self.ddb, self.url, self.store = sqs, ddb, url, store
-        self.backend = FakeBackend()
-        self.dispatcher = Dispatcher(settings=Settings(backend="local"), store=store, queue=Queue(sqs, url),
-                                     backends={"local": self.backend})
-
-    def queued(self) -> int:
-        attrs = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["ApproximateNumberOfMessages"])
-        return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
-
-    def receive(self) -> list[Any]:
-        return [decode(m.body) for m in Queue(self.sqs, self.url).receive(max_messages=10)]
-
-    def intake(self) -> TickReport:
-        report = TickReport()
-        self.dispatcher.intake.drain(report)
-        return report
-
-    def report_metrics(self, sweep_id: str, index: int, metrics: dict[str, float]) -> None:
-        """What the trainer's TrialTableReporter does at the end of a trial (METRICS is a reserved word)."""
-        self.ddb.update_item(TableName="sweepq", Key=ser(trial_key(sweep_id, index)), UpdateExpression="SET #m = :m",
-                             ExpressionAttributeNames={"#m": "metrics"}, ExpressionAttributeValues=ser({":m": metrics}))
+MOTO_SENDER = "AIDAIT2UOQQY3AUEKVGXU"  # the SenderId moto gives every message
 
 
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[World]:
-    for name in list(os.environ):
-        if name.startswith(("SWEEPQ_", "AWS_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    monkeypatch.setenv("NO_COLOR", "1")
-    with mock_aws():
-        sqs, ddb = boto3.client("sqs"), boto3.client("dynamodb")
-        url, _ = create_queues(sqs, "sweepq")
-        store = Store("sweepq", ddb)
-        store.create_table()
-        yield World(sqs, ddb, url, store)
-
-
-def run(*args: str):
-    return CliRunner().invoke(app, list(args))
-
-
-def submit(*args: str, path: Path = EXAMPLE) -> str:
-    result = run("submit", str(path), "-o", "json", *args)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)["sweep_id"]
+    yield from make_world(monkeypatch, tmp_path)
 
 
 # -- submit ---------------------------------------------------------------------------------------
@@ -124,7 +35,9 @@ def test_submit_round_trip(world: World) -> None:
     result = run("submit", str(EXAMPLE), "-o", "json", "--priority", "5")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert set(out) == {"sweep_id", "trials"} and out["trials"] == 4
+    assert set(out) == {"sweep_id", "trials", "state", "queue_url", "wandb_sweep"} and out["trials"] == 4
+    assert out["wandb_sweep"] is None  # no W&B credentials: no W&B sweep, nothing else changes
+    assert (out["state"], out["queue_url"]) == ("QUEUED", world.url)
     # THEN exactly one message is on the queue, a valid envelope whose spec re-validates
     [msg] = world.receive()
     assert isinstance(msg, SubmitMessage) and msg.sweep_id == out["sweep_id"]
@@ -171,9 +84,10 @@ def test_status_follows_the_dispatcher(world: World) -> None:
     sweep_id = submit()
     world.dispatcher.tick()  # accepts the sweep and launches max_concurrent = 2 trials
     doc = json.loads(run("status", sweep_id, "-o", "json").stdout)
-    assert doc["state"] == "ACTIVE" and doc["total"] == 4 and doc["submitter"] == MOTO_ARN
+    # who sent it, as SQS authenticated it (the body's claim, MOTO_ARN, is only a note)
+    assert doc["state"] == "ACTIVE" and doc["total"] == 4 and doc["submitter"] == MOTO_SENDER
     assert doc["counts"] == {"not_started": 2, "waiting": 0, "pending": 0, "launched": 2, "running": 0,
-                             "succeeded": 0, "failed": 0, "cancelled": 0}
+                             "succeeded": 0, "failed": 0, "cancelled": 0, "early_stopped": 0}
     assert doc["best"] is None
 
     # WHEN trial 0 runs and trial 1 succeeds with a metric
@@ -185,7 +99,7 @@ def test_status_follows_the_dispatcher(world: World) -> None:
     result = run("status", sweep_id, "-o", "json", "--trials")
     doc = json.loads(result.stdout)
     assert doc["counts"] == {"not_started": 1, "waiting": 0, "pending": 0, "launched": 1, "running": 1,
-                             "succeeded": 1, "failed": 0, "cancelled": 0}
+                             "succeeded": 1, "failed": 0, "cancelled": 0, "early_stopped": 0}
     assert doc["best"]["trial_index"] == 1 and doc["best"]["value"] == 0.75
     assert doc["best"]["metric"] == "eval/accuracy" and doc["best"]["params"]["learning_rate"] == 0.0003
     assert [(t["index"], t["state"], t["attempt"], t["metric"]) for t in doc["trials"]] == [
@@ -195,10 +109,14 @@ def test_status_follows_the_dispatcher(world: World) -> None:
     assert f"sweep {sweep_id}  demo-lr-bs  ACTIVE" in text
     assert "1/4 finished (25%)" in text
     assert "not started 1  waiting 0  pending 0  launched 1  running 1  succeeded 1  failed 0  cancelled 0" in text
-    assert "best: trial 1 eval/accuracy=0.75 (maximize)" in text
+    assert "best: trial 1 eval/accuracy=0.7500 (maximize)" in text
     assert "1 more trial not started yet" in text
-    table = text.split("swept params")[1]  # the trials table shows swept params only; constants left out
-    assert '"learning_rate":' in table and '"model"' not in table
+    # the trials table: one column per swept parameter (constants left out), a labelled, rounded metric
+    # (no epoch column: no trial reported one)
+    header = next(line for line in text.splitlines() if "state" in line and "#" in line).split()
+    assert header == ["#", "batch_size", "learning_rate", "state", "att", "elapsed", "eval/accuracy", "↑"]
+    row = next(line for line in text.splitlines() if "SUCCEEDED" in line).split()
+    assert row == ["1", "16", "0.0003", "SUCCEEDED", "1", "0.7500"]
 
 
 def test_status_defaults_to_the_newest_sweep(world: World) -> None:
@@ -241,8 +159,8 @@ def test_list_newest_first(world: World) -> None:
     world.intake()
     rows = json.loads(run("list", "-o", "json").stdout)
     assert [r["sweep_id"] for r in rows] == [second, first]
-    assert rows[1] == {"sweep_id": first, "name": "demo-lr-bs", "submitter": MOTO_ARN, "state": "ACTIVE",
-                       "finished": 0, "total": 4, "submitted_at": rows[1]["submitted_at"]}
+    assert rows[1] == {"sweep_id": first, "name": "demo-lr-bs", "submitter": MOTO_SENDER, "state": "ACTIVE",
+                       "finished": 0, "failed": 0, "total": 4, "submitted_at": rows[1]["submitted_at"]}
     assert rows[0]["state"] == "REJECTED"
     assert [r["sweep_id"] for r in json.loads(run("list", "-o", "json", "--limit", "1").stdout)] == [second]
     text = run("list").stdout
@@ -270,9 +188,80 @@ def test_cancel_is_a_message_the_dispatcher_acts_on(world: World) -> None:
     assert world.queued() == 0
 
 
-def test_cancel_before_the_sweep_is_stored(world: World) -> None:
-    result = run("cancel", "early-abcdefgh", "-o", "json")
+def test_cancel_of_an_unknown_id_exits_4_and_leaves_nothing(world: World) -> None:
+    # GIVEN a mistyped id: neither in the table nor sent from this machine
+    result = run("cancel", "mistyped-abcdefgh")
+    # THEN nothing is sent (so no ghost CANCELLED row can appear), exit 4
+    assert result.exit_code == 4
+    assert result.stderr.startswith("error: sweep mistyped-abcdefgh is not in table sweepq, and this machine did not "
+                                    "submit it: nothing sent")
+    assert world.queued() == 0
+    world.intake()
+    assert run("status", "mistyped-abcdefgh").exit_code == 4 and run("list", "-o", "json").stdout.strip() == "[]"
+    # AND in JSON the error is one object on stdout
+    doc = json.loads(run("cancel", "mistyped-abcdefgh", "-o", "json").stdout)
+    assert doc["error"]["code"] == 4 and doc["error"]["type"] == "not_found"
+
+
+def test_cancel_while_still_queued_drops_the_sweep_on_arrival(world: World) -> None:
+    sweep_id = submit()
+    result = run("cancel", sweep_id, "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"sweep_id": sweep_id, "cancel_requested": True, "state": "QUEUED"}
+    world.dispatcher.tick()
+    assert json.loads(run("status", sweep_id, "-o", "json").stdout)["state"] == "CANCELLED"
+    assert world.backend.jobs == {}
+
+
+def test_cancel_force_sends_for_an_id_queued_elsewhere(world: World) -> None:
+    result = run("cancel", "early-abcdefgh", "--force", "-o", "json")
     assert result.exit_code == 0
     assert json.loads(result.stdout) == {"sweep_id": "early-abcdefgh", "cancel_requested": True, "state": None}
     [msg] = world.receive()
     assert isinstance(msg, CancelMessage) and msg.requested_by == MOTO_ARN
+
+
+# -- pause / resume -------------------------------------------------------------------------------
+
+def test_pause_and_resume_are_messages_the_dispatcher_acts_on_and_status_shows_paused(world: World) -> None:
+    sweep_id = submit()
+    world.dispatcher.tick()
+    assert len(world.backend.jobs) == 2  # the example's max_concurrent
+    # WHEN the researcher pauses the sweep
+    result = run("pause", sweep_id)
+    assert result.exit_code == 0, result.output
+    assert "its 2 running trials go on" in result.stdout and f"producer resume {sweep_id}" in result.stdout
+    # THEN after the next tick status and list say PAUSED, and a trial that ends is not replaced
+    assert world.dispatcher.tick().pause_requests == 1
+    assert world.store.get_sweep(sweep_id)["pause_note"] == MOTO_ARN  # the caller, as a note
+    first = sorted(world.backend.jobs)[0]
+    world.backend.set_phase(first, JobPhase.SUCCEEDED)
+    world.dispatcher.tick()
+    assert [j.phase for j in world.backend.jobs.values() if not j.phase.terminal] == [JobPhase.PENDING]
+    doc = json.loads(run("status", sweep_id, "-o", "json").stdout)
+    assert (doc["state"], doc["paused"], doc["counts"]["succeeded"], doc["counts"]["not_started"]) == \
+        ("PAUSED", True, 1, 2)
+    assert "paused: no new trial starts" in run("status", sweep_id).stdout
+    assert json.loads(run("list", "-o", "json").stdout)[0]["state"] == "PAUSED"
+    # AND pausing again sends nothing
+    result = run("pause", sweep_id, "-o", "json")
+    assert json.loads(result.stdout) == {"sweep_id": sweep_id, "pause_requested": False, "state": "PAUSED"}
+    assert world.queued() == 0
+    # WHEN it is resumed, THEN the next tick launches its next trial
+    result = run("resume", sweep_id, "-o", "json")
+    assert json.loads(result.stdout) == {"sweep_id": sweep_id, "resume_requested": True, "state": "PAUSED"}
+    world.dispatcher.tick()
+    assert sum(1 for j in world.backend.jobs.values() if not j.phase.terminal) == 2
+    doc = json.loads(run("status", sweep_id, "-o", "json").stdout)
+    assert (doc["state"], doc["paused"], doc["counts"]["not_started"]) == ("ACTIVE", False, 1)
+    assert "nothing to resume" in run("resume", sweep_id).stdout and world.queued() == 0
+
+
+def test_pause_of_an_id_not_in_the_table_exits_4_and_sends_nothing(world: World) -> None:
+    queued_id = submit()  # sent from this machine, not stored by a dispatcher yet
+    for sweep_id in ("mistyped-abcdefgh", queued_id):
+        result = run("pause", sweep_id)
+        assert result.exit_code == 4, result.output
+        assert "nothing sent" in result.stderr
+    assert "it is still queued" in run("resume", queued_id).stderr
+    assert world.queued() == 1  # the submit only

@@ -13,7 +13,7 @@ MAIN = "from producer.cli import main; main()"
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SWEEPQ_", "AWS_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SWEEPQ_", "AWS_")) or k == "SWEEPQ_HOME"}
     return {**env, "NO_COLOR": "1", **extra}
 
 
@@ -27,10 +27,10 @@ def test_invalid_file_exit_1_one_line_per_problem_no_traceback(tmp_path: Path) -
     bad.write_text("method: grid\nparameters: {lr: {values: []}}\n")
     done = producer("submit", str(bad), "--dry-run")
     assert done.returncode == 1 and done.stdout == ""
-    assert done.stderr.splitlines() == [
-        "error: bad.yaml: parameters.lr.values: is empty — give at least one value",
-        "error: bad.yaml: program: missing — the command uses ${program}; write e.g. program: train.py",
-    ]
+    assert done.stderr.splitlines()[0] == "error: bad.yaml: parameters.lr.values: is empty — give at least one value"
+    assert done.stderr.splitlines()[1].startswith("error: bad.yaml: program: missing — the command runs ${program}")
+    assert "or run the reference trainer with command:" in done.stderr.splitlines()[1]
+    assert len(done.stderr.splitlines()) == 2
     debug = producer("submit", str(bad), "--dry-run", SWEEPQ_DEBUG="1")
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "SpecError" in debug.stderr
 

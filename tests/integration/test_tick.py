@@ -8,12 +8,10 @@ from collections import Counter
 
 import pytest
 
-from dispatcher.adapters.store import trial_key
-from dispatcher.adapters.dynamo import ser
 from dispatcher.backends import make_backend
 from dispatcher.core.jobs import LABEL_SWEEP_ID, JobPhase
 from dispatcher.settings import Settings
-from helpers import pytorchjob_phase as phase_of, Clock, bootstrap, grid_spec, make_dispatcher, submit
+from helpers import pytorchjob_phase as phase_of, Clock, bootstrap, grid_spec, make_dispatcher, report_final_metrics, submit
 
 KIND = "pytorchjob"
 
@@ -42,13 +40,9 @@ def jobs(kube):
 
 
 
-def report_metric(w, sweep_id, index, value):
-    """What the trainer does at the end of a trial."""
-    w.aws.client("dynamodb").update_item(
-        TableName=w.settings.table, Key=ser(trial_key(sweep_id, index)),
-        UpdateExpression="SET #m = :m", ExpressionAttributeNames={"#m": "metrics"},
-        ExpressionAttributeValues={":m": {"M": {"eval/accuracy": {"N": str(value)}}}},
-    )
+def report_metric(w, job, value):
+    """What the trainer does at the end of a trial: its pod's item of the metrics table (CONTRACTS C1)."""
+    report_final_metrics(w.aws, w.settings, job, {"eval/accuracy": value, "epoch": 1.0})
 
 
 def labels(job):
@@ -80,7 +74,7 @@ def test_three_sweeps_cap_three_all_succeed_with_caps_held_every_tick(world):
                 w.kube.set_job_phase(KIND, name, JobPhase.RUNNING)
             else:
                 index = int(lab["sweepq.io/trial-index"])
-                report_metric(w, lab[LABEL_SWEEP_ID], index, 0.5 + index / 100)
+                report_metric(w, name, 0.5 + index / 100)
                 w.kube.set_job_phase(KIND, name, JobPhase.SUCCEEDED)
         w.clock.advance(60)
     else:
@@ -123,16 +117,17 @@ def test_failed_jobs_are_retried_with_new_attempts_then_fail(world):
     w = world
     sid = submit(w.queue, grid_spec("flaky", 1, 1), {"max_retries": 2})
     d = w.dispatcher()
-    for attempt in (1, 2, 3):
+    # a different error each time (the same one twice is not retried a third time: test_reconcile_outcomes)
+    for attempt, reason in zip((1, 2, 3), ("OOMKilled", "BackoffLimitExceeded", "OOMKilled")):
         d.tick()
         (job,) = [j for j in jobs(w.kube) if not phase_of(j).terminal]
         assert job["metadata"]["name"] == f"{sid}-0-a{attempt}"
         assert labels(job)["sweepq.io/attempt"] == str(attempt)
-        w.kube.set_job_phase(KIND, job["metadata"]["name"], JobPhase.FAILED, reason="OOMKilled")
+        w.kube.set_job_phase(KIND, job["metadata"]["name"], JobPhase.FAILED, reason=reason)
         w.clock.advance(60)
     d.tick()
     meta = w.store.get_sweep(sid)
-    assert meta["state"] == "COMPLETED" and meta["failed"] == 1
+    assert meta["state"] == "FAILED" and meta["failed"] == 1  # no trial succeeded
     (trial,) = w.store.trials(sid)
     assert trial["state"] == "FAILED" and "OOMKilled" in trial["reason"] and "attempt 3 of 3" in trial["reason"]
     assert [a["outcome"] for a in trial["attempts"]] == ["FAILED", "FAILED", "FAILED"]
@@ -252,3 +247,25 @@ def test_the_holder_runs_another_round_when_marked_dirty_during_its_tick(world):
     d._round = round_and_get_woken
     report = d.tick()
     assert len(rounds) == 2 and report.accepted == 1 and report.launched == 1
+
+
+def test_a_sweep_that_sets_a_variable_sweepq_owns_is_rejected_naming_it(world):
+    # CONTRACTS C2: a sender can never set SWEEP_ID, TRIAL_*, SWEEPQ_* or the W&B run identity
+    w = world
+    sid = submit(w.queue, grid_spec("owned", 1, 1), {"env": {"SWEEP_ID": "someone-elses", "FOO": "1"}})
+    report = w.dispatcher().tick()
+    meta = w.store.get_sweep(sid)
+    assert report.rejected == 1 and meta["state"] == "REJECTED"
+    # one clear message, from one layer (the launch settings' validation), not two stacked
+    assert meta["reason"] == ("launch.env.SWEEP_ID: reserved (SWEEP_ID): sweepq sets it for every trial — remove it; "
+                              "no sweep may set it")
+    assert jobs(w.kube) == []
+
+
+def test_each_sweep_records_the_scope_and_namespace_that_accepted_it(world):
+    w = world
+    sid = submit(w.queue, grid_spec("scoped", 1, 1))
+    w.dispatcher().tick()
+    meta = w.store.get_sweep(sid)
+    assert (meta["scope"], meta["namespace"], meta["list_pk"]) == ("local/sweepq", "sweepq", "ACTIVE#local/sweepq")
+    assert w.store.scopes() == ["local/sweepq"] and [m["sweep_id"] for m in w.store.list_sweeps()] == [sid]

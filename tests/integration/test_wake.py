@@ -86,3 +86,68 @@ def test_waker_returns_reasons_and_times_out():
     waker.wake("jobs")
     assert waker.wait(1, debounce=0) == {"queue": 5, "jobs": 1}
     assert waker.wait(0.01, debounce=0) == {}
+
+
+# -- the wake queue: triggers only (CONTRACTS C1) -------------------------------------------------
+
+def _sqs_record(body, queue_arn, message_id="m-1"):
+    return {"eventSource": "aws:sqs", "eventSourceARN": queue_arn, "messageId": message_id,
+            "receiptHandle": f"r-{message_id}", "body": body,
+            "attributes": {"ApproximateReceiveCount": "1", "SenderId": "AROAEXAMPLE:trial-pod"}}
+
+
+def test_lambda_records_from_the_wake_queue_are_never_parsed_as_submits(aws, kube):
+    # GIVEN a dispatcher and a record from the wake queue whose body is a valid submit envelope
+    from dispatcher.lambda_handler import handle
+    from dispatcher.core.identity import sweep_id_for
+    from dispatcher.core.message import SubmitMessage, encode_submit
+
+    settings = Settings.load({}, backend=KIND, namespace="sweepq")
+    store, queue = bootstrap(aws, settings)
+    dispatcher = make_dispatcher(aws, settings, {KIND: make_backend(KIND, api_client=kube.api_client,
+                                                                    namespace="sweepq")}, time.time, queue)
+    forged = encode_submit(SubmitMessage(sweep_id=sweep_id_for("forged", "forged-token-1"), token="forged-token-1",
+                                         spec=grid_spec("forged", 1, 1), launch={}, submitter="a trial",
+                                         submitted_at="2026-01-01T00:00:00Z"))
+    # (a stack names its wake queue as it likes: only the sweep queue's records are ever parsed)
+    event = {"Records": [_sqs_record(forged, "arn:aws:sqs:us-east-1:123456789012:sweepq-wake"),
+                         _sqs_record(forged, "arn:aws:sqs:us-east-1:123456789012:team-stack-WakeQueue-1A2B3C", "m-2")]}
+    # WHEN the SQS event source delivers it
+    response = handle(event, dispatcher)
+    # THEN it is a trigger: committed, counted as a wake, and nothing is stored or launched
+    assert response["batchItemFailures"] == [] and response["report"]["wakes"] == 2
+    assert response["report"]["accepted"] == 0 and store.get_sweep(sweep_id_for("forged", "forged-token-1")) is None
+    assert kube.list_objects(KIND) == []
+
+
+def test_the_tick_deletes_wake_queue_messages_unread_and_records_the_sender(aws, kube):
+    from dispatcher.adapters.queue import Queue, create_wake_queue
+
+    settings = Settings.load({}, backend=KIND, namespace="sweepq")
+    store, queue = bootstrap(aws, settings)
+    sqs = aws.client("sqs")
+    wake = Queue(sqs, create_wake_queue(sqs, settings.wake_queue_name))
+    for i in range(12):
+        wake.send(f"not even json {i}")
+    sweep_id = submit(queue, grid_spec("sender", 1, 1))
+    dispatcher = make_dispatcher(aws, settings, {KIND: make_backend(KIND, api_client=kube.api_client,
+                                                                    namespace="sweepq")}, time.time, queue)
+    dispatcher.intake.wake_queue = wake
+    report = dispatcher.tick()
+    attrs = sqs.get_queue_attributes(QueueUrl=wake.url, AttributeNames=["All"])["Attributes"]
+    assert report.wakes == 12 and report.dead_letters == 0 and not report.errors
+    assert int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"]) == 0
+    # C4 groundwork: the SQS SenderId of the submit is kept on the sweep (the body's submitter is not trusted)
+    assert store.get_sweep(sweep_id)["sender_id"]
+
+
+def test_build_dispatcher_finds_the_wake_queue_by_name_and_hands_its_url_to_trials(aws, kube):
+    from dispatcher.adapters.queue import create_queues, create_wake_queue
+    from dispatcher.wiring import build_dispatcher
+
+    settings = Settings.load({}, backend=KIND, namespace="sweepq", queue_name="team")
+    create_queues(aws.client("sqs"), "team")
+    assert build_dispatcher(settings, session=aws, backends={}).settings.wake_queue_url is None  # none yet
+    url = create_wake_queue(aws.client("sqs"), "team-wake")
+    d = build_dispatcher(settings, session=aws, backends={})
+    assert d.settings.wake_queue_url == url and d.intake.wake_queue.url == url

@@ -8,6 +8,8 @@
    and at every observation the test makes.
 3. **Nothing disappears.** Every submitted body ends as a sweep in DynamoDB in a terminal state,
    or — unparseable — in the DLQ; every rejection has a readable reason.
+4. **Nothing leaks.** Once every sweep has ended (and the scenario let a few ticks pass), no
+   managed job is left that is not terminal — in any namespace, of any kind (``check_final``).
 
 The ledger hooks the Kubernetes emulator's create handler, so it sees the creates of every client:
 in-process dispatchers, threads, and ``python -m dispatcher.cli tick`` subprocesses alike. A
@@ -24,8 +26,10 @@ from typing import Any, Iterable, Mapping
 
 from dispatcher.core.jobs import LABEL_ATTEMPT, LABEL_MANAGED_BY, LABEL_SWEEP_ID, LABEL_TRIAL_INDEX, MANAGED_BY
 
-JOB_PLURALS = ("pytorchjobs", "jobs", "trainjobs", "elasticjobs")
-TERMINAL_CONDITIONS = {"Succeeded", "Complete", "Failed"}  # PyTorchJob / batch Job, TrainJob / all kinds
+JOB_PLURALS = ("pytorchjobs", "jobs", "trainjobs", "elasticjobs", "jobsets")
+# what the ledger lists to observe the cluster (the emulator's names; jobsets: the template scenarios)
+OBSERVED_KINDS = ("pytorchjob", "job", "trainjob", "elasticjob", "jobset.x-k8s.io/v1alpha2/jobsets")
+TERMINAL_CONDITIONS = {"Succeeded", "Complete", "Completed", "Failed"}  # PyTorchJob / Job, TrainJob / JobSet / all
 OUTCOMES = ("COMPLETED", "REJECTED", "CANCELLED", "FAILED", "DLQ", "TERMINAL")
 UNREADABLE = ("Traceback", "input_value=", "errors.pydantic.dev", "object at 0x")
 
@@ -79,11 +83,12 @@ class Figures:
     rejected: int = 0
     valid_dead_lettered: int = 0
     recreated_after_loss: int = 0
+    leaks: int = 0
     violations: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         return (f"sweeps {self.sweeps}, jobs created {self.creates}, duplicates {self.duplicates}, "
-                f"lost {self.lost}, re-created after the cluster lost them {self.recreated_after_loss}, "
+                f"lost {self.lost}, leaked {self.leaks}, re-created after the cluster lost them {self.recreated_after_loss}, "
                 f"cap checks {self.create_checks + self.observations}, "
                 f"rejected {self.rejected}, dead-lettered {self.dead_letters}, violations {len(self.violations)}")
 
@@ -95,6 +100,7 @@ class Ledger:
     def __init__(self, kube: Any, *, cap: int | None = None) -> None:
         self.kube = kube
         self.cap = cap
+        self.namespace_caps: dict[str, int] = {}  # per deployment (namespace), for several scopes on one cluster
         self.creates: list[Create] = []
         self.api_deletes: set[str] = set()  # job names some client deleted through the API
         self.expected: dict[str, Expected] = {}
@@ -168,6 +174,10 @@ class Ledger:
             caps = {k: e.max_concurrent for k, e in self.expected.items() if e.max_concurrent}
         if self.cap is not None and len(live) > self.cap:
             self._violate(f"{where}: {len(live)} live jobs over the global cap {self.cap}")
+        per_namespace = collections.Counter((o.get("metadata") or {}).get("namespace") for o in live)
+        for namespace, count in per_namespace.items():
+            if namespace in self.namespace_caps and count > self.namespace_caps[namespace]:
+                self._violate(f"{where}: {count} live jobs in {namespace}, over its cap {self.namespace_caps[namespace]}")
         per_sweep = collections.Counter(labels_of(o).get(LABEL_SWEEP_ID) for o in live)
         for sweep_id, count in per_sweep.items():
             if sweep_id in caps and count > caps[sweep_id]:
@@ -178,10 +188,22 @@ class Ledger:
             if count > 1:
                 self._violate(f"{where}: trial {sweep_id}/{index} has {count} live jobs")
 
+    def managed_jobs(self) -> list[dict[str, Any]]:
+        """Every sweepq-managed job object on the cluster, any kind, any namespace."""
+        return [o for kind in OBSERVED_KINDS for o in self.kube.list_objects(kind)
+                if labels_of(o).get(LABEL_MANAGED_BY) == MANAGED_BY]
+
     def observe(self) -> None:
         """Check the caps against what the cluster holds now (call after every tick/step)."""
-        objects = [o for kind in ("pytorchjob", "job", "trainjob") for o in self.kube.list_objects(kind)]
-        self._check_caps(objects, where="observation")
+        self._check_caps(self.managed_jobs(), where="observation")
+
+    def check_no_leaks(self) -> int:
+        """Invariant 4: no managed job that is not terminal. Returns how many leaked."""
+        leaked = sorted(f"{(o.get('metadata') or {}).get('namespace')}/{(o.get('metadata') or {}).get('name')}"
+                        for o in self.managed_jobs() if not is_terminal(o))
+        for name in leaked:
+            self._violate(f"leak: job {name} still runs after every sweep ended")
+        return len(leaked)
 
     # -- final checks -------------------------------------------------------------------------
     def creates_by_trial(self) -> dict[tuple[str, int], list[int]]:
@@ -227,6 +249,7 @@ class Ledger:
             figures.lost += self._check_sweep(store, exp, by_trial)
             if exp.outcome == "REJECTED":
                 figures.rejected += 1
+        figures.leaks = self.check_no_leaks()
         figures.observations, figures.create_checks = self.observations, self.create_checks
         figures.violations = list(self.violations)
         return figures
@@ -241,6 +264,9 @@ class Ledger:
         if state == "ACTIVE":
             self._violate(f"sweep {exp.key} is still ACTIVE ({meta.get('succeeded')}/{meta.get('total')} done)")
             return 0
+        if exp.outcome == "COMPLETED" and state == "FAILED" and str(meta.get("reason", "")).startswith(
+                "no trial succeeded:"):
+            state = "COMPLETED"  # ran to the end, every trial failed (injected faults): issue 18 calls that FAILED
         if exp.outcome not in ("TERMINAL", state):
             self._violate(f"sweep {exp.key} ended {state} ({meta.get('reason')!r}), expected {exp.outcome}")
         if state == "REJECTED":
@@ -284,4 +310,4 @@ class Ledger:
         problems = list(self.violations)
         assert not problems, f"{len(problems)} invariant violations:\n" + "\n".join(problems[:40])
         if figures is not None:
-            assert figures.duplicates == 0 and figures.lost == 0, figures.line()
+            assert figures.duplicates == 0 and figures.lost == 0 and figures.leaks == 0, figures.line()

@@ -12,6 +12,7 @@ from typing import Any
 import boto3
 
 from dispatcher.adapters.queue import Queue, create_queues
+from dispatcher.adapters.metrics import MetricsStore
 from dispatcher.adapters.store import Store
 from sweepworld import PYTHON, REPO, subprocess_env, unique, write_kubeconfig
 
@@ -43,6 +44,8 @@ def server_stack(endpoint: str, kube: Any, tmp_path: Path, *, cap: int, visibili
     url, dlq = create_queues(sqs, name, visibility_timeout=visibility_timeout)
     store = Store(name, dynamodb)
     store.create_table()
+    # the trials' metrics table (CONTRACTS C1): a succeeded trial's transition waits for it to exist
+    MetricsStore(f"{name}-metrics", dynamodb).create_table()
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube.url)
     return ServerStack(endpoint, Queue(sqs, url), dlq, store, sqs, dynamodb, kubeconfig, cap)
 

@@ -130,7 +130,7 @@ def unique(prefix: str) -> str:
 def subprocess_env(*, endpoint: str, queue_url: str, table: str, kubeconfig: Path, cap: int,
                    lease_seconds: int = 30, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a dispatcher subprocess: moto's server, the emulator, fake credentials."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SWEEPQ_", "AWS_", "KUBE"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SWEEPQ_", "AWS_", "KUBE")) or k == "SWEEPQ_HOME"}
     env.update({
         "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1", "SWEEPQ_QUEUE_URL": queue_url, "SWEEPQ_TABLE": table,

@@ -25,13 +25,16 @@ import pytest
 from botocore.exceptions import ClientError
 
 from dispatcher.adapters.dynamo import des, ser
-from dispatcher.adapters.store import LEASE_KEY
+from dispatcher.adapters.store import lease_key
 from helpers import grid_spec, submit
 from invariants import Ledger
 from procs import ServerStack, dispatcher_process, run_tick, server_stack
 from sweepworld import advance_cluster
 
 CAP = 3
+
+
+LEASE_KEY = lease_key("local/sweepq")  # the subprocesses' scope: <no cluster: local>/<SWEEPQ_NAMESPACE>
 
 
 def expire_lease(stack: ServerStack) -> bool:
@@ -43,7 +46,7 @@ def expire_lease(stack: ServerStack) -> bool:
     try:
         stack.dynamodb.update_item(TableName=stack.store.table, Key=ser(LEASE_KEY),
                                    UpdateExpression="SET expires_at = :past", ConditionExpression="attribute_exists(pk)",
-                                   ExpressionAttributeValues=ser({":past": time.time() - 1}))
+                                   ExpressionAttributeValues=ser({":past": time.time() - 3600}))
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
             raise

@@ -53,7 +53,11 @@ def test_a_trial_whose_job_could_not_be_cancelled_keeps_its_slot(atomic_aws, kub
     # THEN the retry is not launched while the first attempt still runs (one live job per trial)
     assert [j["metadata"]["name"] for j in kube.list_objects(KIND)] == [f"{sweep_id}-0-a1"]
     assert store.get_sweep(sweep_id)["live"]["0"]["state"] == "RUNNING"
-    # AND the next tick cancels it and launches the retry
+    # AND the next tick cancels it; the retry waits until the first attempt's job is gone from the
+    # cluster (a deleted job stays listed while its pods terminate), then launches
+    clock.advance(30)
+    d.tick()
+    assert kube.list_objects(KIND) == []
     clock.advance(30)
     d.tick()
     assert [j["metadata"]["name"] for j in kube.list_objects(KIND)] == [f"{sweep_id}-0-a2"]

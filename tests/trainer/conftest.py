@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from trainer_support import REPO, torchrun_command
+
 from trainer.config import TrainConfig
 from trainer.context import TrialContext
 
-REPO = Path(__file__).resolve().parents[2]
 # Variables of the dispatcher contract and of wandb that must not leak from the developer's shell.
-_CONTRACT_PREFIXES = ("SWEEP_ID", "TRIAL_", "SWEEPQ_", "WANDB_", "TORCHELASTIC_", "AWS_ENDPOINT_URL")
+_CONTRACT_PREFIXES = ("SWEEP_ID", "TRIAL_", "SWEEPQ_", "WANDB_", "TORCHELASTIC_", "TORCH_ELASTIC_", "POD_NAME",
+                      "AWS_ENDPOINT_URL")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -82,14 +82,12 @@ def torchrun():
 
 
 def _torchrun(config: TrainConfig, *, env: dict[str, str], nproc: int = 2, max_restarts: int = 0,
-              timeout: float = 240) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc-per-node=N -m trainer --key=value ...`` as the dispatcher runs it."""
-    args = [f"--{f.name}={getattr(config, f.name)}" for f in dataclasses.fields(config)
-            if getattr(config, f.name) != f.default]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               f"--max-restarts={max_restarts}", "--monitor-interval=0.1", "-m", "trainer", *args]
+              timeout: float = 240, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``torchrun_command`` to the end; with ``check`` a failure raises with the output's tail."""
+    command = torchrun_command(config, nproc=nproc, max_restarts=max_restarts)
     completed = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    if completed.returncode != 0:
+    if check and completed.returncode != 0:
         raise AssertionError(f"torchrun failed ({completed.returncode}):\n{completed.stdout[-4000:]}\n"
                              f"{completed.stderr[-8000:]}")
     return completed
+

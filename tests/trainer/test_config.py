@@ -62,10 +62,24 @@ def test_invalid_values_name_field_and_value(argv, fragment):
     assert fragment in str(error.value)
 
 
+def test_retired_accumulation_argument_says_what_replaced_it():
+    with pytest.raises(ConfigError) as error:
+        parse_args(["--gradient_accumulation_steps=4"])
+    assert "--batch_size is the global batch" in str(error.value) and "--micro_batch_size" in str(error.value)
+
+
+def test_new_arguments_parse_and_are_checked():
+    config = parse_args(["--precision=fp16", "--micro_batch_size=8", "--eval_every=50", "--compile=True"])
+    assert (config.precision, config.micro_batch_size, config.eval_every, config.compile) == ("fp16", 8, 50, True)
+    for bad in ("--micro_batch_size=-1", "--eval_every=-5"):
+        with pytest.raises(ConfigError, match="out of range"):
+            parse_args([bad])
+
+
 def test_hyperparameters_exclude_operational_fields():
     hyper = TrainConfig(output_dir="/x", checkpoint_every=7).hyperparameters()
-    assert "learning_rate" in hyper and "seed" in hyper
-    assert "output_dir" not in hyper and "checkpoint_every" not in hyper and "resume" not in hyper
+    assert "learning_rate" in hyper and "seed" in hyper and "eval_every" in hyper
+    assert not {"output_dir", "checkpoint_every", "resume", "micro_batch_size", "compile"} & set(hyper)
 
 
 def test_cli_reports_bad_arguments_with_exit_code_2(capsys):
@@ -77,16 +91,22 @@ def test_cli_help_lists_every_field(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "--learning_rate=float" in out and "--optimizer=adamw|sgd" in out
+    assert "--precision=auto|bf16|fp16|fp32" in out and "global batch size" in out and "--eval_every=int" in out
 
 
 def test_dispatcher_environment_contract():
-    # GIVEN the environment the dispatcher sets for attempt 2 of trial 7
+    # GIVEN the environment the dispatcher sets for attempt 2 of trial 7 (CONTRACTS C2)
     env = {"SWEEP_ID": "bert-lr-1a2b3c4d", "TRIAL_INDEX": "7", "TRIAL_ID": "bert-lr-1a2b3c4d-7",
-           "SWEEPQ_ATTEMPT": "2", "SWEEPQ_TABLE": "sweepq", "SWEEPQ_OUTPUT_DIR": "/shared/out",
-           "SWEEPQ_QUEUE_URL": "http://q", "WANDB_PROJECT": "proj"}
+           "SWEEPQ_ATTEMPT": "2", "SWEEPQ_JOB_NAME": "bert-lr-1a2b3c4d-7-a2", "SWEEPQ_KIND": "pytorchjob",
+           "POD_NAME": "bert-lr-1a2b3c4d-7-a2-worker-0", "SWEEPQ_METRICS_TABLE": "sweepq-metrics",
+           "SWEEPQ_WAKE_QUEUE_URL": "http://q-wake", "SWEEPQ_OUTPUT_DIR": "/shared/out", "WANDB_PROJECT": "proj"}
     context = TrialContext.from_env(env)
     assert context.run_dir == Path("/shared/out/bert-lr-1a2b3c4d-7")
-    assert (context.attempt, context.trial_index, context.reports_to_table) == (2, 7, True)
+    assert (context.attempt, context.trial_index, context.publishes_metrics) == (2, 7, True)
+    assert (context.job_name, context.pod_name, context.metrics_table, context.wake_queue_url, context.kind) == \
+        ("bert-lr-1a2b3c4d-7-a2", "bert-lr-1a2b3c4d-7-a2-worker-0", "sweepq-metrics", "http://q-wake", "pytorchjob")
+    # the sweep table is none of the trainer's business any more
+    assert not {"table", "queue_url"} & set(vars(context))
     # --output_dir beats SWEEPQ_OUTPUT_DIR
     assert TrialContext.from_env(env, output_dir="/elsewhere").run_dir == Path("/elsewhere/bert-lr-1a2b3c4d-7")
 
@@ -94,7 +114,7 @@ def test_dispatcher_environment_contract():
 def test_standalone_without_environment():
     context = TrialContext.from_env({})
     assert context.run_dir == Path("outputs/standalone")
-    assert (context.trial_id, context.attempt, context.reports_to_table) == (None, 1, False)
+    assert (context.trial_id, context.attempt, context.publishes_metrics) == (None, 1, False)
 
 
 def test_trial_id_derived_from_sweep_and_index():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -11,9 +12,9 @@ import pytest
 import torch
 
 from trainer.config import ConfigError
-from trainer.data import (PadCollator, ResumableDistributedSampler, ShardedEvalSampler, load_csv_splits,
-                          load_splits)
+from trainer.data import GlobalBatchSampler, PadCollator, ShardedEvalSampler, load_csv_splits, load_splits
 from trainer.prepare import PrepareConfig, main as prepare_main, prepare, stratified_split
+from trainer.recipe import plan_rank
 from trainer.synthetic import LABEL_NAMES, synthetic_examples, synthetic_splits
 
 
@@ -126,52 +127,55 @@ def test_collator_pads_each_batch_to_its_own_longest():
     assert PadCollator(0, pad_to_multiple_of=8)([(0, [1, 2, 3], 0)])["input_ids"].shape == (1, 8)
 
 
-def _batches(sampler, batch_size):
-    indices = list(sampler)
-    return [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
+def _sampler(size, *, global_batch, world, rank, micro=0, seed=11):
+    plan = plan_rank(global_batch_size=global_batch, world_size=world, rank=rank, micro_batch_size=micro)
+    return GlobalBatchSampler(size, steps_per_epoch=math.ceil(size / global_batch), plan=plan, seed=seed)
+
+
+def _steps(sampler):
+    """The sampler's micro-batches grouped per optimizer step (its plan's accumulation)."""
+    batches = list(sampler)
+    a = sampler.plan.accumulation
+    return [sum(batches[i:i + a], []) for i in range(0, len(batches), a)]
 
 
 @pytest.mark.parametrize("size", [37, 40])
 def test_resumed_sampler_continues_exactly_where_the_epoch_stopped(size):
-    # GIVEN two ranks, batches of 4, epoch 3 interrupted after 2 batches on every rank
-    dataset = list(range(size))
-    full = [ResumableDistributedSampler(dataset, num_replicas=2, rank=r, seed=11) for r in (0, 1)]
+    # GIVEN two ranks, global batches of 8 in micro-batches of 2, epoch 3 interrupted after 2 optimizer steps
+    full = [_sampler(size, global_batch=8, world=2, rank=r, micro=2) for r in (0, 1)]
     for sampler in full:
         sampler.set_epoch(3)
-    uninterrupted = [_batches(s, 4) for s in full]
-    # WHEN resumed with the global samples consumed so far (2 batches x 4 x 2 ranks)
-    resumed = [ResumableDistributedSampler(dataset, num_replicas=2, rank=r, seed=11) for r in (0, 1)]
+    uninterrupted = [list(s) for s in full]
+    # WHEN resumed at step 2
+    resumed = [_sampler(size, global_batch=8, world=2, rank=r, micro=2) for r in (0, 1)]
     for sampler in resumed:
-        sampler.set_epoch(3, consumed=2 * 4 * 2)
-    # THEN every rank sees exactly the batches it had not consumed yet
+        sampler.set_epoch(3, start_step=2)
+    # THEN every rank sees exactly the micro-batches it had not consumed yet (2 steps x 2 micro-batches)
     for rank in (0, 1):
-        assert _batches(resumed[rank], 4) == uninterrupted[rank][2:]
-        assert len(resumed[rank]) == len(full[rank]) - 8
+        assert list(resumed[rank]) == uninterrupted[rank][4:]
+        assert len(resumed[rank]) == len(full[rank]) - 4
 
 
-def test_resumable_sampler_matches_torch_distributed_sampler_order():
-    dataset = list(range(23))
-    ours = ResumableDistributedSampler(dataset, num_replicas=3, rank=1, seed=5)
-    theirs = torch.utils.data.DistributedSampler(dataset, num_replicas=3, rank=1, shuffle=True, seed=5)
-    ours.set_epoch(2)
+def test_sampler_matches_distributed_sampler_order_when_the_world_divides_the_batch():
+    # 48 examples, global batch 12 on 3 ranks: rank r's examples are DistributedSampler's r::3, in order
+    theirs = torch.utils.data.DistributedSampler(list(range(48)), num_replicas=3, rank=1, shuffle=True, seed=5)
     theirs.set_epoch(2)
-    assert list(ours) == list(theirs)
+    ours = _sampler(48, global_batch=12, world=3, rank=1, seed=5)
+    ours.set_epoch(2)
+    assert sum(list(ours), []) == list(theirs)
 
 
-def test_resume_with_another_world_size_still_covers_the_rest_of_the_epoch():
-    # GIVEN an epoch of 30 started on 2 ranks, 8 samples of its global order consumed
-    dataset = list(range(30))
-    two = [list(ResumableDistributedSampler(dataset, num_replicas=2, rank=r, seed=1)) for r in (0, 1)]
-    global_order = [index for pair in zip(*two) for index in pair]
-    # WHEN resumed on 3 ranks
-    after = [ResumableDistributedSampler(dataset, num_replicas=3, rank=r, seed=1) for r in range(3)]
-    for sampler in after:
-        sampler.set_epoch(0, consumed=8)
-    seen = [index for sampler in after for index in sampler]
-    # THEN every unconsumed sample is seen once, plus DistributedSampler-style padding from the
-    # head of the order (2 samples) so the 3 ranks get equal shares
-    assert sorted(seen) == sorted(global_order[8:] + global_order[:2])
-    assert len(seen) == 3 * len(after[0])
+@pytest.mark.parametrize("world", [1, 2, 3, 5])
+def test_an_optimizer_step_is_the_same_global_batch_at_every_world_size(world):
+    # GIVEN 30 examples in global batches of 8 (4 steps, the last padded from the head of the order)
+    reference = _steps(_sampler(30, global_batch=8, world=1, rank=0))
+    # WHEN the ranks of another world size (5 does not divide 8: shares of 2 and 1) take their shares
+    per_rank = [_steps(_sampler(30, global_batch=8, world=world, rank=r)) for r in range(world)]
+    # THEN each step's examples, all ranks together, are exactly the reference step's
+    for step, expected in enumerate(reference):
+        assert sorted(sum((steps[step] for steps in per_rank), [])) == sorted(expected)
+    order = _sampler(30, global_batch=8, world=1, rank=0).global_order()
+    assert sum(reference, []) == order + order[:2]  # every example once, padded to whole global batches
 
 
 def test_eval_shards_cover_every_example_once():

@@ -16,6 +16,7 @@ import torch
 from trainer.config import parse_args
 from trainer.distributed import DistInfo
 from trainer.optim import optimizer_step
+from trainer.recipe import plan_rank
 from trainer.train import build_components
 
 BASE = ["--model=tiny", "--data=synthetic", "--synthetic_samples=300", "--max_length=32", "--epochs=1"]
@@ -52,10 +53,18 @@ def test_optimizer_choice_and_momentum(build):
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.7
 
 
-def test_batch_size_sets_the_batches_and_the_step_count(build):
-    parts = build("--batch_size=7")  # 240 training examples
+def test_batch_size_is_the_global_batch_and_sets_the_step_count(build):
+    parts = build("--batch_size=7")  # 240 training examples, one process
     first = next(iter(parts.train))
-    assert first["input_ids"].shape[0] == 7 and parts.batches_per_epoch == math.ceil(240 / 7)
+    assert first["input_ids"].shape[0] == 7 and parts.recipe.steps_per_epoch == math.ceil(240 / 7)
+    assert parts.recipe.global_batch_size == 7 and parts.plan.micro_batch_sizes == (7,)
+
+
+def test_batch_size_is_shared_by_the_ranks(build):
+    # rank 1 of 3 of a global batch of 10: 3 examples per step, the step count of the whole batch
+    recipe = build("--batch_size=10").recipe
+    plan = plan_rank(global_batch_size=recipe.global_batch_size, world_size=3, rank=1, micro_batch_size=0)
+    assert plan.micro_batch_sizes == (3,) and recipe.steps_per_epoch == 24
 
 
 def test_eval_batch_size(build):
@@ -65,9 +74,10 @@ def test_eval_batch_size(build):
 @pytest.mark.parametrize("argv, expected_total", [
     (["--epochs=1", "--batch_size=16"], 15),
     (["--epochs=3", "--batch_size=16"], 45),
-    (["--epochs=2", "--batch_size=16", "--gradient_accumulation_steps=4"], 2 * math.ceil(15 / 4)),
-], ids=["1-epoch", "3-epochs", "accumulation"])
-def test_epochs_and_accumulation_set_the_schedule_length(build, argv, expected_total):
+    (["--epochs=2", "--batch_size=64"], 2 * math.ceil(240 / 64)),
+    (["--epochs=2", "--batch_size=64", "--micro_batch_size=16"], 2 * math.ceil(240 / 64)),  # memory only
+], ids=["1-epoch", "3-epochs", "larger-batch", "micro-batches"])
+def test_epochs_and_batch_size_set_the_schedule_length(build, argv, expected_total):
     parts = build(*argv)
     assert parts.total_steps == expected_total
     factor = parts.scheduler.lr_lambdas[0]
@@ -81,9 +91,17 @@ def test_warmup_ratio_shapes_the_schedule(build):
     assert factor(18) == pytest.approx(0.5)
 
 
+def test_micro_batch_size_splits_a_step_without_changing_it(build):
+    parts = build("--batch_size=64", "--micro_batch_size=16")
+    assert parts.plan.accumulation == 4 and parts.plan.micro_batch_sizes == (16, 16, 16, 16)
+    assert [len(b) for b in list(parts.sampler)[:4]] == [16] * 4
+    whole = build("--batch_size=64")
+    assert sum(list(parts.sampler)[:4], []) == list(whole.sampler)[0]  # the same 64 examples in step 1
+
+
 def test_scheduler_steps_per_optimizer_step_not_per_batch(build):
-    parts = build("--batch_size=16", "--gradient_accumulation_steps=5", "--warmup_ratio=0",
-                  "--learning_rate=0.01")  # 15 batches -> 3 optimizer steps
+    parts = build("--batch_size=80", "--micro_batch_size=16", "--warmup_ratio=0",
+                  "--learning_rate=0.01")  # 240 examples: 3 optimizer steps of 5 micro-batches
     for _ in range(2):
         parts.optimizer.zero_grad()
         optimizer_step(parts.model, parts.optimizer, parts.scheduler, max_grad_norm=1.0)
@@ -135,21 +153,30 @@ def test_max_grad_norm_clips_the_update(context):
     assert float(norm) > 0.05 and float(update) == pytest.approx(0.05, rel=1e-3)
 
 
-def test_precision_bf16_autocasts(build):
-    parts = build("--precision=bf16")
+@pytest.mark.parametrize("precision, dtype, scaled", [
+    ("bf16", torch.bfloat16, False), ("fp16", torch.float16, True), ("fp32", torch.float32, False),
+    ("auto", torch.float32, False),  # on CPU; the GPU choices: test_accel.py
+])
+def test_precision_sets_autocast_and_loss_scaling(build, precision, dtype, scaled):
+    parts = build(f"--precision={precision}")
     batch = next(iter(parts.validation))
-    with parts.autocast():
+    with parts.precision.autocast():
         logits = parts.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    assert logits.dtype == torch.bfloat16
-    with build("--precision=auto").autocast():  # fp32 on CPU
-        assert not torch.is_autocast_enabled("cpu")
+    assert logits.dtype == dtype
+    assert (parts.scaler is not None) is scaled
+
+
+def test_eval_every_sets_the_evaluation_positions(build):
+    assert build("--epochs=2", "--batch_size=16").recipe.eval_steps() == (15, 30)
+    assert build("--epochs=2", "--batch_size=16", "--eval_every=8").recipe.eval_steps() == (8, 16, 24, 30)
 
 
 def test_every_hyperparameter_is_covered_here():
     """A new hyperparameter must get a case above (or be declared operational in config.py)."""
     covered = {"model", "data", "learning_rate", "weight_decay", "batch_size", "epochs", "warmup_ratio", "optimizer",
-               "momentum", "max_grad_norm", "gradient_accumulation_steps", "max_length", "dropout", "seed",
-               "data_seed", "synthetic_samples", "precision"}
+               "momentum", "max_grad_norm", "max_length", "dropout", "seed", "data_seed", "synthetic_samples",
+               "precision", "eval_every"}
     hyperparameters = set(parse_args([]).hyperparameters())
     assert hyperparameters == covered, f"untested hyperparameters: {sorted(hyperparameters - covered)}"
-    assert "eval_batch_size" in {f.name for f in dataclasses.fields(parse_args([]))}
+    # operational fields with a case here too: eval_batch_size, micro_batch_size (above), compile (test_accel.py)
+    assert {"eval_batch_size", "micro_batch_size", "compile"} <= {f.name for f in dataclasses.fields(parse_args([]))}

@@ -8,18 +8,21 @@ import json
 import os
 
 import pytest
+import torch
 
 from trainer.checkpoint import checkpoint_path
 from trainer.config import ConfigError
 from trainer.context import TrialContext
 from trainer.distributed import DistInfo
-from trainer.report import trial_key
+from trainer_support import create_metrics_table, plain_item
 from trainer.synthetic import LABEL_NAMES, synthetic_examples
 from trainer.train import run, training_function
 
 SUMMARY_KEYS = {"eval/loss", "eval/accuracy", "eval/f1", "test/loss", "test/accuracy", "test/f1", "train/loss",
                 "epoch", "global_step", "samples_per_s", "best/eval/accuracy"}
 SENTINEL_KEY = "sentinel-key-from-the-kubernetes-secret"
+JOB = "demo-1a2b3c4d-5-a1"
+POD = f"{JOB}-local-0"
 
 
 @pytest.fixture(scope="module")
@@ -34,24 +37,22 @@ def dispatched_run(tmp_path_factory, tiny):
 
         patch.delenv("AWS_ENDPOINT_URL", raising=False)
         dynamodb, sqs = boto3.client("dynamodb"), boto3.client("sqs")
-        dynamodb.create_table(TableName="sweepq", BillingMode="PAY_PER_REQUEST",
-                              AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk")],
-                              KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
-                                         {"AttributeName": "sk", "KeyType": "RANGE"}])
-        dynamodb.put_item(TableName="sweepq", Item={**trial_key("demo-1a2b3c4d", 5), "attempt": {"N": "1"}})
+        create_metrics_table(dynamodb, "sweepq-metrics")
         queue_url = sqs.create_queue(QueueName="sweepq-wake")["QueueUrl"]
         env = {"SWEEP_ID": "demo-1a2b3c4d", "TRIAL_INDEX": "5", "TRIAL_ID": "demo-1a2b3c4d-5", "SWEEPQ_ATTEMPT": "1",
-               "SWEEPQ_TABLE": "sweepq", "SWEEPQ_OUTPUT_DIR": str(root), "SWEEPQ_QUEUE_URL": queue_url,
-               "WANDB_MODE": "offline", "WANDB_API_KEY": SENTINEL_KEY, "WANDB_PROJECT": "sweepq-tests"}
+               "SWEEPQ_JOB_NAME": JOB, "SWEEPQ_KIND": "local", "POD_NAME": POD,
+               "SWEEPQ_METRICS_TABLE": "sweepq-metrics", "SWEEPQ_WAKE_QUEUE_URL": queue_url,
+               "SWEEPQ_OUTPUT_DIR": str(root), "WANDB_MODE": "offline", "WANDB_API_KEY": SENTINEL_KEY,
+               "WANDB_PROJECT": "sweepq-tests"}
         for name, value in env.items():
             patch.setenv(name, value)
         patch.delenv("WANDB_DIR", raising=False)
         result = run(config, os.environ)
         key_after = os.environ["WANDB_API_KEY"]
-        raw_item = dynamodb.get_item(TableName="sweepq", Key=trial_key("demo-1a2b3c4d", 5))["Item"]
+        item = plain_item(dynamodb, "sweepq-metrics", POD)
         messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
     return {"config": config, "result": result, "run_dir": root / "demo-1a2b3c4d-5", "key_after": key_after,
-            "item": raw_item, "messages": messages, "root": root}
+            "item": item, "messages": messages, "root": root}
 
 
 def test_tiny_model_learns_the_synthetic_task(dispatched_run):
@@ -74,19 +75,25 @@ def test_result_json_and_predictions(dispatched_run):
     assert accuracy == pytest.approx(result["metrics"]["test/accuracy"])
 
 
-def test_metrics_reach_the_trial_item_with_the_summary_keys(dispatched_run):
-    item = dispatched_run["item"]
-    assert set(item["metrics"]["M"]) == SUMMARY_KEYS | {"best/epoch"}
-    assert float(item["metrics"]["M"]["test/accuracy"]["N"]) == pytest.approx(
-        dispatched_run["result"]["metrics"]["test/accuracy"])
-    assert item["metrics_attempt"] == {"N": "1"}
+def test_metrics_item_of_the_pod_has_summary_history_and_final(dispatched_run):
+    item, result = dispatched_run["item"], dispatched_run["result"]
+    assert (item["pod"], item["job"], item["trial_id"], item["attempt"], item["world_size"], item["status"]) == \
+        (POD, JOB, "demo-1a2b3c4d-5", 1, 1, "finished")
+    assert set(item["metrics"]) == SUMMARY_KEYS | {"best/epoch", "best/position"}
+    assert float(item["metrics"]["test/accuracy"]) == pytest.approx(result["metrics"]["test/accuracy"])
+    assert item["final"] == item["metrics"]
+    # one history position per epoch, the same values as result.json's history
+    assert sorted(item["history"]) == ["0", "1"]
+    for position, point in enumerate(result["history"]):
+        assert {k: float(v) for k, v in item["history"][str(position)].items()} == pytest.approx(point)
 
 
-def test_one_wake_message_when_finished(dispatched_run):
-    (message,) = dispatched_run["messages"]
-    body = json.loads(message["Body"])
-    assert body == {"schema": "sweepq.wake/v1", "event": "trial-finished", "sweep_id": "demo-1a2b3c4d",
-                    "trial_id": "demo-1a2b3c4d-5", "trial_index": 5, "attempt": 1, "ok": True}
+def test_wake_triggers_carry_job_and_pod_and_end_with_finished(dispatched_run):
+    bodies = [json.loads(message["Body"]) for message in dispatched_run["messages"]]
+    assert bodies[-1] == {"schema": "sweepq.wake/v1", "event": "trial-finished", "sweep_id": "demo-1a2b3c4d",
+                          "job": JOB, "pod": POD}
+    # progress triggers (at most one per 30 s) come before it; the first evaluation always sends one
+    assert bodies[0]["event"] == "trial-progress" and {b["event"] for b in bodies[:-1]} == {"trial-progress"}
 
 
 def test_wandb_offline_run_keyed_by_trial_and_key_untouched(dispatched_run):
@@ -101,7 +108,7 @@ def test_rerun_of_a_finished_trial_resumes_at_the_end(dispatched_run):
     context = TrialContext.from_env({"TRIAL_ID": "demo-1a2b3c4d-5"}, output_dir=str(dispatched_run["root"]))
     again = training_function(dispatched_run["config"], context, DistInfo())
     # THEN nothing is retrained and the metrics are the same
-    assert again["resumed_from"] == {"epoch": 2, "batches_in_epoch": 0, "global_step": 120}
+    assert again["resumed_from"] == {"epoch": 2, "step_in_epoch": 0, "global_step": 120, "world_size": 1}
     first = dispatched_run["result"]["metrics"]
     assert {k: again["metrics"][k] for k in SUMMARY_KEYS} == {k: first[k] for k in SUMMARY_KEYS}
 
@@ -149,8 +156,67 @@ def test_local_model_directory_and_csv_data(tmp_path, tiny):
     assert {row["label"] for row in rows} <= set(LABEL_NAMES) and "p_neutral" in rows[0]
 
 
-def test_gradient_accumulation_makes_one_step_per_window(tmp_path, tiny):
-    # 240 examples / 16 = 15 batches per epoch; windows of 4 -> 4 optimizer steps (the last one of 3 batches)
-    result = training_function(tiny(gradient_accumulation_steps=4), TrialContext.from_env({}, output_dir=str(tmp_path)),
-                               DistInfo())
-    assert result["global_step"] == 4 and result["history"][0]["global_step"] == 4
+def test_micro_batches_change_memory_not_the_result(tmp_path, tiny):
+    # GIVEN the same trial trained with the whole global batch of 16 per forward, and in micro-batches of 4
+    whole = training_function(tiny(dropout=0.0), TrialContext.from_env({}, output_dir=str(tmp_path / "a")), DistInfo())
+    split = training_function(tiny(dropout=0.0, micro_batch_size=4),
+                              TrialContext.from_env({}, output_dir=str(tmp_path / "b")), DistInfo())
+    # THEN the same 15 optimizer steps and weights equal up to float summation order
+    assert whole["global_step"] == split["global_step"] == 15
+    a, b = (torch.load(checkpoint_path(tmp_path / d / "standalone"), weights_only=True)["model"] for d in "ab")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4
+    assert split["metrics"]["eval/loss"] == pytest.approx(whole["metrics"]["eval/loss"], rel=1e-3)
+
+
+@pytest.mark.slow
+def test_an_evaluation_checkpointed_but_never_reported_reaches_the_item_at_the_next_start(tmp_path, moto_server,
+                                                                                          child_env):
+    import subprocess
+    import sys
+
+    import boto3
+
+    # GIVEN a run that evaluated epoch 1 and checkpointed it, but never reported it (stopped at step 16)
+    args = [sys.executable, "-m", "trainer", "--synthetic_samples=300", "--epochs=2", "--max_length=16",
+            "--batch_size=16", "--checkpoint_every=0"]
+    base = dict(TRIAL_ID="late-0", SWEEPQ_OUTPUT_DIR=str(tmp_path), WANDB_MODE="disabled")
+    first = subprocess.run(args, env=child_env(**base, SWEEPQ_TEST_SIGNAL_AT_STEP="16"), capture_output=True,
+                           text=True, timeout=240)
+    assert first.returncode == 143, first.stderr[-3000:]
+    # WHEN the next start reports to the metrics table and dies right after one more step
+    dynamodb = boto3.client("dynamodb", endpoint_url=moto_server)
+    create_metrics_table(dynamodb, "sweepq-late-metrics")
+    env = child_env(**base, POD_NAME="late-0-a1-local-0", SWEEPQ_JOB_NAME="late-0-a1", AWS_ENDPOINT_URL=moto_server,
+                    SWEEPQ_METRICS_TABLE="sweepq-late-metrics", SWEEPQ_TEST_CRASH_AT_STEP="17",
+                    SWEEPQ_TEST_CRASH_RANK="0")
+    second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=240)
+    assert second.returncode == 13, second.stderr[-3000:]
+    # THEN the item already holds epoch 1's evaluation, from the checkpoint
+    item = plain_item(dynamodb, "sweepq-late-metrics", "late-0-a1-local-0")
+    assert item["status"] == "running" and sorted(item["history"]) == ["0"]
+    assert item["history"]["0"]["global_step"] == 15 and item["metrics"]["global_step"] == 16
+
+
+def test_eval_every_positions_survive_a_stop_and_resume_unshifted(tmp_path, tiny, monkeypatch):
+    from trainer.stop import StopRequests
+
+    # GIVEN evaluations every 6 of 2 x 15 steps: positions at steps 6, 12, 18, 24 and the last one, 30
+    config = tiny(epochs=2, eval_every=6, checkpoint_every=5)
+    reference = training_function(config, TrialContext.from_env({"TRIAL_ID": "ref-0"}, output_dir=str(tmp_path)),
+                                  DistInfo())
+    assert [point["global_step"] for point in reference["history"]] == [6, 12, 18, 24, 30]
+    assert [point["epoch"] for point in reference["history"]] == [0.4, 0.8, 1.2, 1.6, 2.0]
+    # WHEN the same trial is stopped after step 14 (2 positions taken) and resumed
+    context = TrialContext.from_env({"TRIAL_ID": "stopped-0"}, output_dir=str(tmp_path))
+    monkeypatch.setenv("SWEEPQ_TEST_SIGNAL_AT_STEP", "14")
+    stop = StopRequests(DistInfo()).install()
+    try:
+        stopped = training_function(config, context, DistInfo(), stop=stop)
+    finally:
+        stop.uninstall()
+    monkeypatch.delenv("SWEEPQ_TEST_SIGNAL_AT_STEP")
+    assert stopped["status"] == "stopped" and len(stopped["history"]) == 2
+    resumed = training_function(config, context, DistInfo())
+    # THEN the resumed run continues the numbering: the same five positions with the same values
+    assert resumed["history"] == reference["history"]
+    assert resumed["best"]["position"] == reference["best"]["position"]

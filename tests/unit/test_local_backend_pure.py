@@ -5,6 +5,7 @@ No process is started here (see tests/integration/test_local_backend.py for that
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 import yaml
 
 from dispatcher.backends import local_supervise as sv
-from dispatcher.backends.local import LocalBackend
+from dispatcher.backends.local import DEFAULT_TERMINATION_GRACE_S, LocalBackend
 from dispatcher.backends.local_build import job_status
 from dispatcher.core.errors import ConfigError, PermanentError, SpecError
 from dispatcher.core.jobs import Backend, DryRun, JobPhase, LaunchRequest, TrialCommand
@@ -46,6 +47,7 @@ def make_request(
 
 @pytest.fixture
 def backend(tmp_path: Path) -> LocalBackend:
+    (tmp_path / "train.py").write_text("print('training')\n")  # the program make_request names
     return LocalBackend(tmp_path / "state", slots=3, python="/opt/py/bin/python", cwd=tmp_path)
 
 
@@ -112,6 +114,16 @@ def test_env_layers_request_over_sweep_and_sets_ours(backend: LocalBackend, tmp_
     assert env[sv.JOB_TAG_ENV] == str(tmp_path / "state" / "jobs" / "sw1-t7-a3")
 
 
+def test_trials_know_their_job_and_pod_name_and_no_layer_overrides_them(backend: LocalBackend) -> None:
+    # CONTRACTS C1: the trainer keys its metrics item by POD_NAME, which for a local job is <job>-local-0
+    hostile = {"POD_NAME": "other-job-local-0", "SWEEPQ_JOB_NAME": "other", "SWEEPQ_KIND": "pytorchjob"}
+    # a body that bypassed validation (the model refuses reserved names), and a request layer that carries them
+    launch = LaunchSettings.model_construct(**{**LaunchSettings(kind="local").__dict__, "env": hostile})
+    request = dataclasses.replace(make_request(env=hostile), launch=launch)
+    env = backend.dryrun(request).request.env
+    assert (env["POD_NAME"], env["SWEEPQ_JOB_NAME"], env["SWEEPQ_KIND"]) == ("sw1-t7-a3-local-0", "sw1-t7-a3", "local")
+
+
 def test_request_may_choose_the_output_dir(backend: LocalBackend) -> None:
     env = backend.dryrun(make_request(env={"SWEEPQ_OUTPUT_DIR": "/data/out"})).request.env
     assert env["SWEEPQ_OUTPUT_DIR"] == "/data/out"
@@ -150,15 +162,48 @@ PID = {"pid": 1, "starttime": 1, "boot_id": "b", "started_at": 11.0}
         (PID, None, JobPhase.RUNNING, ""),
         (PID, {"returncode": 0, "reason": "", "finished_at": 12.0}, JobPhase.SUCCEEDED, ""),
         (PID, {"returncode": 1, "reason": "exit code 1", "finished_at": 12.0}, JobPhase.FAILED, "exit code 1"),
+        (PID, {"returncode": 2, "reason": ""}, JobPhase.FAILED, "exit code 2"),
         (PID, {"returncode": 0, "reason": "cancelled: exit code 0"}, JobPhase.FAILED, "cancelled: exit code 0"),
         (None, {"returncode": None, "reason": "never started"}, JobPhase.FAILED, "never started"),
     ],
-    ids=["claimed", "running", "exit-0", "exit-1", "cancelled-exit-0", "never-started"],
+    ids=["claimed", "running", "exit-0", "exit-1", "exit-2-no-reason", "cancelled-exit-0", "never-started"],
 )
 def test_job_status_table(pid: Any, verdict: Any, phase: JobPhase, reason: str) -> None:
     status = job_status(SPEC, pid, verdict)
     assert (status.phase, status.reason, status.trial_index, status.attempt, status.gpus) == (phase, reason, 1, 2, 0)
     assert status.created_at == 10.0 and status.started_at == (11.0 if pid else None)
+
+
+def test_a_failed_jobs_reason_has_the_cause_from_its_log_tail_and_the_log_path() -> None:
+    tail = ["loading", "Traceback (most recent call last):", '  File "t.py", line 3, in <module>', "KeyError: 'lr'"]
+    status = job_status(SPEC, PID, {"returncode": 1, "reason": "exit code 1"}, tail=tail, log="/s/jobs/j/log.txt")
+    lines = status.reason.splitlines()
+    assert lines[0] == "exit code 1: KeyError: 'lr'" and lines[1] == "log: /s/jobs/j/log.txt"
+    assert lines[-1] == "| KeyError: 'lr'"
+    # a cancel is the researcher's own doing: no cause to find
+    cancelled = job_status(SPEC, PID, {"returncode": -15, "reason": "cancelled: killed by signal 15 (SIGTERM)"},
+                           tail=tail, log="/s/jobs/j/log.txt")
+    assert cancelled.reason == "cancelled: killed by signal 15 (SIGTERM)"
+
+
+def test_a_missing_program_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path / "state", cwd=tmp_path)
+    with pytest.raises(SpecError) as error:
+        backend.dryrun(make_request(("train.py", "--lr=0.1")))
+    message = str(error.value)
+    assert f"program: 'train.py' is not a file in {tmp_path}" in message
+    assert 'command: ["${env}", "${interpreter}", "-m", "trainer", "${args}"]' in message
+    with pytest.raises(SpecError, match="command: module 'trainr' cannot be imported"):
+        backend.dryrun(make_request(("-m", "trainr", "--lr=0.1")))
+    # the reference trainer and a module found in the working directory are fine
+    assert backend.dryrun(make_request(("-m", "trainer"))).request.argv[-2:] == ("-m", "trainer")
+    (tmp_path / "mytrain.py").write_text("")
+    assert backend.dryrun(make_request(("-m", "mytrain"))).request.argv[-2:] == ("-m", "mytrain")
+
+
+def test_the_termination_grace_defaults_to_two_minutes(tmp_path: Path) -> None:
+    assert LocalBackend(tmp_path).kill_grace == DEFAULT_TERMINATION_GRACE_S == 120.0
+    assert LocalBackend(tmp_path, termination_grace_s=7).kill_grace == 7.0
 
 
 @pytest.mark.parametrize("name", ["../etc", "a/b", ".hidden", "", "x" * 300])

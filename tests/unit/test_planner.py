@@ -35,11 +35,16 @@ def test_round_robin_shares_slots_so_a_big_sweep_cannot_starve_others():
     assert [l.sweep_id for l in out] == ["big", "s1", "s2", "big", "s1", "s2"]
 
 
-def test_priority_orders_the_round_and_submit_time_breaks_ties():
+def test_higher_priority_launches_first_inside_a_team_and_submit_time_breaks_ties():
+    # priority is strict inside a team ("Higher launches first"); it was only a tie-break before
     low = sweep("low", submitted="2026-01-01T00:00:00Z")
-    high = sweep("high", priority=10, submitted="2026-01-05T00:00:00Z")
+    high = sweep("high", priority=10, submitted="2026-01-05T00:00:00Z", total=2)
     out = plan(sweeps=[low, high], capacity=Capacity(jobs=3, gpus=None))
-    assert [l.sweep_id for l in out] == ["high", "low", "high"]
+    assert [l.sweep_id for l in out] == ["high", "high", "low"]
+    early = sweep("early", submitted="2026-01-01T00:00:00Z")
+    late = sweep("late", submitted="2026-01-02T00:00:00Z")
+    assert [l.sweep_id for l in plan(sweeps=[late, early], capacity=Capacity(jobs=3, gpus=None))] == [
+        "early", "late", "early"]
 
 
 def test_per_sweep_max_concurrent_counts_live_trials():

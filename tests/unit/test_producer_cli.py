@@ -25,6 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "sweep.yaml"
 SPECS = ROOT / "tests" / "data" / "specs"
 HUGE = SPECS / "good" / "huge-grid.yaml"
+PROGRAM_HINT = ("program: missing — the command uses ${program}; write e.g. program: train.py — a script that exists "
+                "where the trials run (the local backend's working directory, or the image's); or run the reference "
+                'trainer with command: ["${env}", "${interpreter}", "-m", "trainer", "${args}"] as examples/sweep.yaml does')
 
 
 @pytest.fixture(autouse=True)
@@ -34,6 +37,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.startswith(("SWEEPQ_", "AWS_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("SWEEPQ_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("SWEEPQ_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # discard port: nothing answers
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
@@ -74,11 +78,10 @@ def test_validate_invalid_lists_every_problem_one_a_line(tmp_path: Path) -> None
     result = run("validate", path)
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
-    assert lines[0] == "✗ sweep.yaml: invalid — 3 problems"
-    assert lines[1:] == [
+    assert lines[0] == "✗ sweep.yaml: invalid — 2 problems"
+    assert lines[1:] == [  # no program is fine for validate (W&B files for wandb.agent(function=...)); submit asks
         "  - parameters.bs: min 5 is not less than max 1 — swap them or widen the range",
         "  - parameters.lr.values: is empty — give at least one value",
-        "  - program: missing — the command uses ${program}; write e.g. program: train.py",
     ]
     doc = json.loads(run("validate", path, "-o", "json").stdout)
     assert doc == {"valid": False, "trials": 0, "breakdown": [], "first": [], "errors": [line[4:] for line in lines[1:]]}
@@ -338,3 +341,26 @@ def test_no_color_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     coloured = run("validate", str(EXAMPLE)).stdout
     assert "\x1b[32m" not in coloured and "sweep.yaml: valid" in coloured  # bold may stay: NO_COLOR is about colour
     assert "\x1b[" not in run("validate", str(EXAMPLE), "-o", "json").stdout  # JSON is never styled
+
+
+def test_dry_run_previews_the_kind_the_dispatcher_will_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a plain W&B file that names no kind
+    plain = write(tmp_path, "method: grid\nprogram: train.py\nparameters: {lr: {values: [0.1]}}\n")
+    (tmp_path / "train.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    # WHEN nothing says which kind: the preview says the dispatcher's SWEEPQ_BACKEND decides
+    doc = json.loads(run("submit", plain, "--dry-run", "-o", "json").stdout)
+    assert (doc["kind"], doc["kind_source"]) == ("pytorchjob", None)
+    text = run("submit", plain, "--dry-run").stdout
+    assert "# kind: pytorchjob — the file names no kind, so the dispatcher's own $SWEEPQ_BACKEND decides" in text
+    # THEN with SWEEPQ_BACKEND=local (as the local stack exports it), the preview is the local job it will run
+    monkeypatch.setenv("SWEEPQ_BACKEND", "local")
+    doc = json.loads(run("submit", plain, "--dry-run", "-o", "json").stdout)
+    assert (doc["kind"], doc["kind_source"]) == ("local", "$SWEEPQ_BACKEND")
+    assert "torch.distributed.run" in doc["manifest"]
+    assert json.loads(run("submit", plain, "--dry-run", "-o", "json", "--kind", "job").stdout)["kind_source"] == "--kind"
+
+
+def test_version_and_short_help() -> None:
+    assert run("--version").stdout.startswith("producer (sweepq) ")
+    assert run("status", "-h").stdout == run("status", "--help").stdout

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 from producer.aws import region_from_queue_url
-from producer.summary import COUNT_KEYS, counts, list_row, status_doc, trial_row
+from producer.summary import COUNT_KEYS, counts, list_row, status_doc
 from producer.sweepfile import json_problems
 
 META = {
@@ -35,13 +36,15 @@ def test_every_trial_is_in_exactly_one_bucket() -> None:
     c = counts(META)
     assert list(c) == list(COUNT_KEYS)
     assert c == {"not_started": 4, "waiting": 1, "pending": 1, "launched": 1, "running": 1,
-                 "succeeded": 1, "failed": 1, "cancelled": 0}
+                 "succeeded": 1, "failed": 1, "cancelled": 0, "early_stopped": 0}
     assert sum(c.values()) == META["total"]
 
 
 def test_status_doc_has_exactly_the_documented_keys() -> None:
     doc = status_doc(META)
-    assert list(doc) == ["sweep_id", "state", "total", "counts", "best", "reason", "submitter", "submitted_at"]
+    assert list(doc) == ["sweep_id", "state", "total", "counts", "best", "reason", "submitter", "submitted_at",
+                         "metric", "goal", "paused", "control_refused", "team", "policy_hold"]
+    assert (doc["paused"], doc["control_refused"]) == (False, None)
     assert doc["best"]["params"] == {"lr": 0.1}  # stored as JSON text, shown as an object
     assert doc["best"]["goal"] == "maximize"
     assert doc["reason"] == ""
@@ -56,14 +59,10 @@ def test_rejected_and_tombstone_sweeps() -> None:
     assert list_row(rejected)["finished"] == 0
 
 
-def test_list_row_and_trial_row() -> None:
+def test_list_row() -> None:
     assert list_row(META) == {"sweep_id": "demo-abcdefgh", "name": "demo", "submitter": META["submitter"],
-                              "state": "ACTIVE", "finished": 2, "total": 10, "submitted_at": META["submitted_at"]}
-    item = {"index": 3, "params": '{"lr": 0.01}', "state": "SUCCEEDED", "attempt": 1,
-            "metrics": {"eval/accuracy": 0.8, "eval/loss": 0.3}}
-    assert trial_row(item, "eval/accuracy") == {"index": 3, "params": {"lr": 0.01}, "state": "SUCCEEDED",
-                                                "attempt": 1, "metric": 0.8}
-    assert trial_row({"index": 4, "state": "PENDING", "attempt": 1}, "eval/accuracy")["metric"] is None
+                              "state": "ACTIVE", "finished": 2, "failed": 1, "total": 10,
+                              "submitted_at": META["submitted_at"]}
 
 
 def test_json_problems_name_the_path() -> None:
@@ -80,3 +79,15 @@ def test_region_from_queue_url() -> None:
     assert region_from_queue_url("https://sqs.eu-west-1.amazonaws.com/123456789012/sweepq") == "eu-west-1"
     assert region_from_queue_url("http://localhost:4566/000000000000/sweepq") is None
     assert region_from_queue_url(None) is None
+
+
+def test_a_paused_active_sweep_shows_as_paused_with_the_refusal_noted_on_it() -> None:
+    refused = {"action": "resume", "by": "AROAX:eve", "reason": "resume of demo-abcdefgh by AROAX:eve refused",
+               "at": Decimal("1700000000.5")}
+    meta = {**META, "state": "ACTIVE", "paused": True, "control_refused": refused}
+    doc = status_doc(meta)
+    assert (doc["state"], doc["paused"]) == ("PAUSED", True)
+    assert doc["control_refused"] == {**refused, "at": 1700000000.5}
+    assert list_row(meta)["state"] == "PAUSED"
+    # a paused sweep that ended shows how it ended
+    assert status_doc({**meta, "state": "COMPLETED"})["state"] == "COMPLETED"

@@ -38,12 +38,17 @@ def test_launched_job_that_vanished_is_lost_and_retried_with_waiting():
     assert tr.new.state is TrialState.WAITING and "vanished" in tr.reason
 
 
-def test_failed_job_out_of_retries_fails_the_trial_and_completes_the_sweep():
+def test_failed_job_out_of_retries_fails_the_trial_and_the_sweep_without_a_success():
     t = LiveTrial(3, 2, TrialState.RUNNING, "s-aaaaaaaa-3-a2", claimed_at=NOW - 50)
     out = reconcile_sweep(record([t], max_retries=1), {t.job_name: job(t.job_name, JobPhase.FAILED, 3, 2, reason="OOMKilled")}, now=NOW)
     (tr,) = out.transitions
     assert tr.new is None and tr.trial_state is TrialState.FAILED and "OOMKilled" in tr.reason and "attempt 2 of 2" in tr.reason
-    assert out.end == (SweepState.COMPLETED, "0 succeeded, 1 failed, 0 cancelled")
+    assert tr.counted is True
+    assert out.end == (SweepState.FAILED, "no trial succeeded: 0 succeeded, 1 failed, 0 cancelled")
+    # with a success before, the sweep completes and its reason says a trial failed
+    done = dataclasses.replace(record([t], max_retries=1), succeeded=3)
+    out = reconcile_sweep(done, {t.job_name: job(t.job_name, JobPhase.FAILED, 3, 2, reason="OOMKilled")}, now=NOW)
+    assert out.end == (SweepState.COMPLETED, "completed with failures: 3 succeeded, 1 failed, 0 cancelled")
 
 
 def test_success_leaves_live_and_completes_when_nothing_is_left():
@@ -101,3 +106,56 @@ def test_superseded_attempt_job_is_an_orphan():
     old = job("s-aaaaaaaa-0-a1", JobPhase.RUNNING)
     out = reconcile_sweep(record([live], total=5), {old.name: old}, now=NOW)
     assert [c.name for c in out.cancels] == ["s-aaaaaaaa-0-a1"]
+
+
+# -- issue 12 -----------------------------------------------------------------------------------
+
+def test_a_claimed_trial_whose_job_never_appears_gives_up_its_slot_after_start_timeout():
+    # its create kept failing with retryable errors: it used to stay PENDING, holding a slot, forever
+    t = LiveTrial(0, 1, TrialState.PENDING, "s-aaaaaaaa-0-a1", claimed_at=NOW - 100)
+    out = reconcile_sweep(record([t], total=5, start_timeout=90, max_retries=1), {}, now=NOW)
+    (tr,) = out.transitions
+    assert tr.trial_state is TrialState.WAITING and tr.outcome is TrialState.FAILED and "start_timeout" in tr.reason
+    # deleted by name too: a create still in flight somewhere must not run
+    assert [(c.kind, c.name) for c in out.cancels] == [("job", t.job_name)] and out.relaunches == []
+    # within start_timeout it is re-created, as before
+    young = dataclasses.replace(t, claimed_at=NOW - 30)
+    assert [r.job_name for r in reconcile_sweep(record([young], total=5, start_timeout=90), {}, now=NOW).relaunches] \
+        == [t.job_name]
+
+
+def test_the_job_of_an_ended_attempt_is_an_orphan_while_the_trial_waits():
+    waiting = LiveTrial(0, 1, TrialState.WAITING, "s-aaaaaaaa-0-a1", claimed_at=NOW - 50)
+    lingering = job(waiting.job_name, JobPhase.RUNNING)  # e.g. cancelled for max_runtime, still terminating
+    out = reconcile_sweep(record([waiting], total=5), {lingering.name: lingering}, now=NOW)
+    assert [c.name for c in out.cancels] == [waiting.job_name] and out.transitions == []
+
+
+def test_leaked_jobs_of_a_sweep_not_loaded_follow_its_strongly_read_state():
+    from dispatcher.core.reconcile import leaked_jobs
+
+    running, done = job("s-aaaaaaaa-0-a1", JobPhase.RUNNING), job("s-aaaaaaaa-1-a1", JobPhase.SUCCEEDED, 1)
+    jobs = {running.name: running, done.name: done}
+
+    def leaked(**kw):
+        return [c.name for c in leaked_jobs(jobs=jobs, scope="c/ns", **{"owned": set(), **kw})]
+
+    assert leaked(state="CANCELLED", sweep_scope="c/ns") == [running.name]  # ended: nothing of it runs
+    assert leaked(state="COMPLETED", sweep_scope=None) == [running.name]  # stored before scopes: ours
+    assert leaked(state="CANCELLED", sweep_scope="other/ns") == []  # another deployment's: never touched
+    assert leaked(state=None, sweep_scope=None) == []  # not in this table: never touched
+    assert leaked(state="ACTIVE", sweep_scope="c/ns", owned={running.name}) == []
+    assert leaked(state="ACTIVE", sweep_scope="c/ns") == [running.name]
+
+
+def test_the_planning_view_bounds_live_trials_but_never_blocks_retries():
+    from dispatcher.core import records as r
+
+    waiting = [LiveTrial(i, 1, TrialState.WAITING, f"s-aaaaaaaa-{i}-a1") for i in range(r.MAX_LIVE_PER_SWEEP)]
+    full = record(waiting, total=10**6, cursor=r.MAX_LIVE_PER_SWEEP)
+    view = r.planning_view(full)
+    assert view.total == view.cursor == r.MAX_LIVE_PER_SWEEP and len(view.waiting) == r.MAX_LIVE_PER_SWEEP
+    roomy = record(waiting[:10], total=10**6, cursor=10)
+    assert r.planning_view(roomy).total == r.MAX_LIVE_PER_SWEEP  # 990 more fresh trials may be claimed
+    # a retry waits while the ended attempt's job is still alive on the cluster
+    assert r.planning_view(roomy, alive_jobs={"s-aaaaaaaa-3-a1"}).waiting == [i for i in range(10) if i != 3]

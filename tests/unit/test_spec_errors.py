@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from dispatcher.core.command import render_command
 from dispatcher.core.errors import SpecError
+from dispatcher.core.expand import SuggestedTrial
+from dispatcher.core.spec import resolve_launch, validate_sweep
 from dispatcher.core.yamlsafe import MAX_SPEC_BYTES
 from producer.sweepfile import load_sweep_file, parse_sweep
 
@@ -28,8 +31,10 @@ CASES: dict[str, list[tuple[str, ...]]] = {
     "empty-values.yaml": [("parameters.lr.values: is empty", "give at least one value")],
     "values-not-a-list.yaml": [("parameters.lr.values: 0.1 is not a list", "write values: [a, b, c]")],
     "grid-continuous.yaml": [("parameters.lr:", "continuous and cannot be gridded", "give `values:`", "method: random")],
-    "bayes.yaml": [("method: 'bayes'", "use method: random with run_cap", "W&B agent")],
-    "method-missing.yaml": [("method: missing", "write method: grid or method: random")],
+    "bayes.yaml": [("run_cap: missing", "method: 'bayes' never ends by itself", "run_cap: 30")],
+    "bayes-no-metric.yaml": [("metric: missing", "method: 'bayes' models the metric", "goal: minimize")],
+    "bayes-constants-only.yaml": [("parameters: method: 'bayes' needs at least one parameter to search",)],
+    "method-missing.yaml": [("method: missing", "write method: grid, method: random or method: bayes")],
     "unknown-top-key.yaml": [
         ("paramters: unknown key", "did you mean 'parameters'?"),
         ("parameters: missing", "define the parameters to sweep"),
@@ -61,11 +66,56 @@ CASES: dict[str, list[tuple[str, ...]]] = {
     "probabilities-sum.yaml": [("parameters.optimizer.probabilities: sum to 0.9, not 1", "normalise")],
     "parameter-not-a-mapping.yaml": [("parameters.lr: 0.1 is not a definition", "`lr: {value: 0.1}`")],
     "duplicate-keys.yaml": [("line 6, column 3: duplicate key 'lr'", "(first at line 4)", "keep only one")],
-    "program-missing.yaml": [("program: missing", "uses ${program}", "program: train.py")],
     "command-without-args.yaml": [("command: has none of ${args}", "add ${args}")],
     "unknown-macro.yaml": [
-        ("command[3]: unknown macro ${argz}", "W&B macros are"),
+        ("command[3]: unknown macro ${argz}", "W&B macros are", "${args_no_boolean_flags}", "${args_json_file}"),
         ("command: has none of ${args}", "add ${args}"),
+    ],
+    "command-bad-element.yaml": [
+        ("command[2]: None is not a string or a number", "quote it", "'None'"),
+        ("command[3]: ['--lr'] is not a string or a number", "quote it"),
+    ],
+    "command-envvar.yaml": [("command[3]: ${envvar:DATA_DIR}", "is not supported", "sweepq.env")],
+    "command-macro-in-text.yaml": [
+        ("command[2]: '--config=${args_json_file}'", "a macro must be a whole element", "own list item"),
+        ("command: has none of ${args}", "add ${args}"),
+    ],
+    "grid-probabilities.yaml": [("parameters.optimizer: weighted `probabilities`", "W&B's grid refuses them too",
+                                 "method: random")],
+    "categorical-with-probabilities.yaml": [("parameters.optimizer: distribution categorical takes no probabilities",
+                                             "categorical_w_probabilities")],
+    "probabilities-length.yaml": [("parameters.optimizer.probabilities: [0.5, 0.5] must be 3 non-negative numbers",)],
+    "param-name-pattern.yaml": [
+        ("parameters.1cycle: '1cycle' is not a usable argument name", "^[A-Za-z_][A-Za-z0-9_.-]*$"),
+        ("parameters.lr/decay: 'lr/decay' is not a usable argument name", "start with a letter or '_'"),
+    ],
+    "run-cap-quoted.yaml": [("run_cap: '10' is not a whole number", "(unquoted)")],
+    "run-cap-bool.yaml": [("run_cap: True is not a whole number", "run_cap: 50")],
+    "run-cap-too-large.yaml": [("run_cap: 1000000000000000000000000000", "must be ≤ 1000000000")],
+    "metrics-without-custom.yaml": [
+        ("metrics: multi-objective `metrics` needs method: custom", "write metric: {name: ..., goal: ...}"),
+        ("metric: missing", "method: 'bayes'"),
+    ],
+    "metric-and-metrics.yaml": [("metrics: `metric` and `metrics` cannot both be set",)],
+    "impute-bad.yaml": [
+        ("metric.impute: 'mean' is not one of latest, best, worst",),
+        ("metric.impute_while_running: false (a YAML boolean)", "impute_while_running: 'false'"),
+    ],
+    "early-terminate-type.yaml": [("early_terminate.type: 'envelope' is not a type", "type: hyperband")],
+    "early-terminate-eta.yaml": [("early_terminate.eta: 1 must be > 1", "top 1/eta")],
+    "early-terminate-no-iter.yaml": [("early_terminate: give min_iter", "or max_iter with s")],
+    "early-terminate-no-bands.yaml": [("early_terminate: max_iter 2 / eta 3 is below 1, so there are no bands",
+                                       "raise max_iter or lower eta")],
+    "early-terminate-no-metric.yaml": [("metric: missing", "early_terminate compares the metric")],
+    "early-terminate-fields.yaml": [
+        ("early_terminate.s: 2.5 is not a whole number",),
+        ("early_terminate.strict: 'yes' is not true or false",),
+        ("early_terminate.min_itr: unknown key", "min_iter"),
+    ],
+    "scheduler-optuna.yaml": [("scheduler.engine: 'optuna' needs method: custom", "remove `scheduler`")],
+    "controller-bad.yaml": [
+        ("kind: 'experiment' is not 'sweep'",),
+        ("controller: 'remote'", "controller: {type: local}"),
     ],
     "metric-bad-goal.yaml": [("metric.goal:", "'minimise' is not one of", "did you mean 'minimize'?")],
     "not-a-mapping.yaml": [("the file must be a mapping", "got list", "examples/sweep.yaml")],
@@ -86,9 +136,16 @@ def _problems(path: Path) -> list[str]:
     return info.value.problems
 
 
+# Valid files that cannot be *submitted*: `producer validate`/`expand` accept them, `producer submit`
+# (resolve_launch) and the dispatcher (rendering the command) refuse them with this message.
+SUBMIT_CASES: dict[str, tuple[str, ...]] = {
+    "program-missing.yaml": ("program: missing", "runs ${program}", "program: train.py", "wandb.agent(function=...)"),
+}
+
+
 def test_matrix_covers_every_bad_file() -> None:
     on_disk = sorted(p.name for p in BAD.glob("*.yaml"))
-    assert on_disk == sorted(CASES), "add the new bad file to CASES (or remove the stale case)"
+    assert on_disk == sorted([*CASES, *SUBMIT_CASES]), "add the new bad file to CASES (or remove the stale case)"
     assert len(on_disk) >= 20
 
 
@@ -100,6 +157,31 @@ def test_bad_file_message_names_field_and_fix(name: str) -> None:
     for problem, fragments in zip(problems, expected):
         for fragment in fragments:
             assert fragment in problem, f"{fragment!r} not in {problem!r}"
+
+
+@pytest.mark.parametrize("name", sorted(SUBMIT_CASES), ids=lambda n: n.removesuffix(".yaml"))
+def test_valid_but_not_launchable_file_is_refused_at_submit(name: str) -> None:
+    # GIVEN a file that validates (W&B accepts it) WHEN its launch settings are resolved (submit)
+    sweep = load_sweep_file(str(BAD / name), max_grid_size=LIMIT)
+    assert sweep.trial(0)
+    with pytest.raises(SpecError) as info:
+        resolve_launch(sweep)
+    # THEN one problem naming the field and the fix; rendering a trial's command refuses it too
+    [problem] = info.value.problems
+    for fragment in SUBMIT_CASES[name]:
+        assert fragment in problem
+    with pytest.raises(SpecError, match="program: missing"):
+        render_command(sweep, sweep.trial(0))
+
+
+def test_a_launchable_validation_lists_the_missing_program_with_every_other_problem() -> None:
+    raw = {"method": "grid", "parameters": {"lr": {"values": []}}}
+    with pytest.raises(SpecError) as info:
+        validate_sweep(raw, launchable=True)
+    assert [p.split(":")[0] for p in info.value.problems] == ["parameters.lr.values", "program"]
+    with pytest.raises(SpecError) as info:
+        validate_sweep(raw)
+    assert [p.split(":")[0] for p in info.value.problems] == ["parameters.lr.values"]
 
 
 def test_oversize_file_is_refused_before_parsing(tmp_path: Path) -> None:
@@ -130,4 +212,23 @@ def test_run_cap_bounds_an_oversize_grid() -> None:
 def test_good_files_are_valid(name: str) -> None:
     sweep = load_sweep_file(str(GOOD / name), max_grid_size=10**9)
     assert sweep.total >= 1
+    if sweep.method == "bayes":  # parameters come from W&B's engine at claim time
+        assert sweep.preview(5) == []
+        with pytest.raises(SuggestedTrial, match="method bayes"):
+            sweep.trial(0)
+        return
     assert sweep.trial(sweep.total - 1)  # the last trial exists and is a non-empty dict
+    assert sweep.preview(3) == [sweep.trial(i) for i in range(min(3, sweep.total))]
+
+
+def test_deprecated_distribution_is_a_warning_not_an_error() -> None:
+    sweep = load_sweep_file(str(GOOD / "deprecated-log-uniform.yaml"), max_grid_size=LIMIT)
+    [warning] = sweep.warnings
+    assert "parameters.lr: distribution log_uniform takes min/max as base-e exponents" in warning
+    assert "log_uniform_values" in warning
+    assert load_sweep_file(str(GOOD / "bayes.yaml"), max_grid_size=LIMIT).warnings == ()
+
+
+def test_name_longer_than_128_characters_is_accepted() -> None:
+    sweep = load_sweep_file(str(GOOD / "macros.yaml"), max_grid_size=LIMIT)
+    assert len(sweep.spec.name or "") > 128

@@ -8,6 +8,8 @@ accepted and recorded verbatim.
     --daemon       also start a grandchild in a session of its own (as torchrun does with its
                    workers) that sleeps and records itself with role "daemon"; waits for its record
     --ignore-term  ignore SIGTERM, so only SIGKILL ends this process
+    --on-term N    on SIGTERM print "got SIGTERM: checkpoint saved" and exit N (a graceful trainer)
+    --say LINE     print LINE (to stderr) just before exiting; repeatable
 """
 
 from __future__ import annotations
@@ -37,9 +39,17 @@ def main() -> int:
     parser.add_argument("--role", default="trial")
     parser.add_argument("--daemon", action="store_true")
     parser.add_argument("--ignore-term", action="store_true")
+    parser.add_argument("--on-term", type=int, default=None)
+    parser.add_argument("--say", action="append", default=[])
     args, _hyperparameters = parser.parse_known_args()
     if args.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if args.on_term is not None:
+        def graceful(_signum: int, _frame: object) -> None:
+            print("got SIGTERM: checkpoint saved", flush=True)
+            sys.exit(args.on_term)
+
+        signal.signal(signal.SIGTERM, graceful)
     if args.daemon:
         daemon = [sys.executable, __file__, "--record", str(args.record), "--sleep", "60", "--role", "daemon"]
         subprocess.Popen(daemon, start_new_session=True)
@@ -49,6 +59,8 @@ def main() -> int:
     print(f"trial {args.role} pid {os.getpid()} rank {os.environ.get('RANK', '-')} argv {sys.argv[1:]}", flush=True)
     record(args.record, args.role)
     time.sleep(args.sleep)
+    for line in args.say:
+        print(line, file=sys.stderr, flush=True)
     if args.exit < 0:
         os.kill(os.getpid(), -args.exit)
     return args.exit

@@ -1,0 +1,167 @@
+"""Hyperband early termination in the tick, for :class:`dispatcher.tick.Dispatcher` (a mixin).
+
+Runs between reconcile and launch (each tick; the trainer's wake message triggers one). For the
+sweeps with ``early_terminate`` that have RUNNING trials:
+
+1. **One batched read** of the running trials' metrics items (CONTRACTS C1, through
+   :class:`~dispatcher.adapters.metrics.MetricsStore`: an item is trusted only for its job, attempt
+   and pod grammar). The iteration is the position in the metric's history.
+2. A sweep none of whose running trials reached its first band is done here: nothing can be
+   stopped. Otherwise its ended trials (trial items, one Query) are read too — their metrics items
+   in one more batched read — because W&B's thresholds are over every trial's value at a band.
+3. ``hyperband.stop`` (W&B's ``sweeps.stop_runs``) decides; deterministic for the same histories.
+4. For each decision: **first** the trial is recorded EARLY_STOPPED (one fenced transaction,
+   conditional on its attempt still being the live one: the live entry leaves the map, the
+   ``early_stopped`` counter, the reason, the metrics it reached on the trial item, best trial if
+   it beats it), **then** its whole job is deleted (every rank; 404 = already gone). A crash between
+   the two leaves a job no live attempt owns: the next tick's reconcile deletes it as an orphan —
+   a stop is never lost, and a stopped trial is never retried (it is no longer live). A trial whose
+   job succeeded meanwhile may be recorded early-stopped: it reached its last position anyway.
+   The deleted job is dropped from this tick's observation, so its slot is free for the launch
+   step at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Mapping
+
+from dispatcher.adapters.store import LeaseLost
+from dispatcher.core.errors import Conflict, SweepqError, TransientError
+from dispatcher.core.hyperband import StopDecision, TrialHistory, bands, stop
+from dispatcher.core.jobs import JobStatus
+from dispatcher.core.metrics import MetricsItem, history_series
+from dispatcher.core.records import LiveTrial, SweepRecord, TrialState, better
+from dispatcher.core.reconcile import CancelJob
+from dispatcher.core.spec import Sweep
+from dispatcher.report import TickReport
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from dispatcher.tick import Dispatcher
+
+log = logging.getLogger("dispatcher.tick")
+ENDED = {TrialState.SUCCEEDED.value, TrialState.FAILED.value, TrialState.CANCELLED.value,
+         TrialState.EARLY_STOPPED.value}
+
+
+def values_of(item: MetricsItem | None, metric: str) -> tuple[float | None, ...]:
+    """The metric by history position (``None`` where not reported), from a verified item."""
+    if item is None:
+        return ()
+    return tuple(float(v) if v is not None else None for v in history_series(item, metric))
+
+
+def reached(item: MetricsItem | None) -> dict[str, float | int]:
+    """The latest finite values a stopped trial reported (its W&B summary): what it reached."""
+    if item is None:
+        return {}
+    return {name: value for name, value in item.metrics.items() if value is not None}
+
+
+def gpu_minutes(record: SweepRecord, t: LiveTrial, now: float) -> float:
+    """GPU-minutes the stopped attempt had used (claim → stop, times its GPUs)."""
+    return round(max(0.0, now - t.claimed_at) / 60 * record.launch.gpus_per_trial, 2)
+
+
+class EarlyStopping:
+    def early_stop(self: "Dispatcher", records: list[SweepRecord], jobs: dict[str, JobStatus], report: TickReport, *,
+                   held: set[str]) -> list[SweepRecord]:
+        """Stop the losing running trials of hyperband sweeps (not ``held`` ones). Returns the
+        records as they now are; deleted jobs are removed from ``jobs`` (their slots are free)."""
+        if self.metrics is None:
+            return records
+        candidates: list[tuple[SweepRecord, Sweep, list[LiveTrial]]] = []
+        for record in records:
+            if record.sweep_id in held or record.cancel_requested:
+                continue
+            running = sorted((t for t in record.live.values() if t.state is TrialState.RUNNING), key=lambda t: t.index)
+            if not running:
+                continue
+            try:
+                sweep = self.specs.get(record.sweep_id)
+            except Exception:  # noqa: BLE001 - its claims report an unreadable spec; nothing to stop on a guess
+                continue
+            if sweep.hyperband is not None and record.metric_name:
+                candidates.append((record, sweep, running))
+        if not candidates:
+            return records
+        try:
+            read = self.metrics.read([(r.kind, t.job_name, t.attempt) for r, _, running in candidates for t in running])
+        except SweepqError as exc:
+            report.errors.append(f"early stop: metrics table: {exc} — evaluated next tick")
+            return records
+        by_id = {r.sweep_id: r for r in records}
+        for record, sweep, running in candidates:
+            try:
+                by_id[record.sweep_id] = self._early_stop_sweep(record, sweep, running, read, jobs, report)
+            except LeaseLost:
+                raise
+            except (Conflict, TransientError) as exc:
+                report.errors.append(f"early stop {record.sweep_id}: {exc} — evaluated next tick")
+            except Exception as exc:  # noqa: BLE001 - contained per sweep, like reconcile and launch
+                self._sweep_failed(record, exc, report)
+        return [by_id[r.sweep_id] for r in records]
+
+    def _early_stop_sweep(self: "Dispatcher", record: SweepRecord, sweep: Sweep, running: list[LiveTrial],
+                          read: Mapping[str, MetricsItem], jobs: dict[str, JobStatus],
+                          report: TickReport) -> SweepRecord:
+        assert sweep.hyperband is not None and record.metric_name
+        metric = record.metric_name
+        first_band = bands(sweep.hyperband)[0]
+        now_values = {t.index: values_of(read.get(t.job_name), metric) for t in running}
+        if not any(sum(v is not None for v in values) >= first_band for values in now_values.values()):
+            return record  # no running trial reached a band: nothing to decide (and nothing more read)
+        histories = [TrialHistory(t.index, True, now_values[t.index]) for t in running]
+        ended = [item for item in self.store.trials(record.sweep_id)
+                 if item.get("state") in ENDED and int(item["index"]) not in record.live and item.get("job")]
+        if ended:
+            done = self.metrics.read([(record.kind, str(i["job"]), int(i.get("attempt", 1))) for i in ended])
+            histories += [TrialHistory(int(i["index"]), False, values_of(done.get(str(i["job"])), metric))
+                          for i in ended]
+        histories = [h for h in histories if h.values]  # W&B's engine skips runs with no history
+        for decision in stop(config=sweep.raw, trials=histories):
+            t = record.live.get(decision.index)
+            if t is None or t.state is not TrialState.RUNNING:
+                continue
+            record = self._stop_trial(record, t, decision, read.get(t.job_name), jobs, report)
+        return record
+
+    def _stop_trial(self: "Dispatcher", record: SweepRecord, t: LiveTrial, decision: StopDecision,
+                    item: MetricsItem | None, jobs: dict[str, JobStatus], report: TickReport) -> SweepRecord:
+        now = self.clock()
+        metrics = reached(item)
+        best = self._best_of_stopped(record, t.index, metrics)
+        saved = gpu_minutes(record, t, now)
+        self.store.record_transition(
+            record.sweep_id, index=t.index, attempt=t.attempt, live=None, trial_state=TrialState.EARLY_STOPPED.value,
+            reason=decision.reason, outcome=TrialState.EARLY_STOPPED.value, counter="early_stopped", best=best,
+            metrics=metrics or None, owner=self.owner, now=now)
+        log.info(json.dumps({"event": "trial", "sweep_id": record.sweep_id, "trial": t.index, "attempt": t.attempt,
+                             "state": TrialState.EARLY_STOPPED.value, "reason": decision.reason, "band": decision.band,
+                             "gpu_minutes_used": saved}))
+        report.early_stopped += 1
+        failed = self._cancel([CancelJob(record.kind, t.job_name, decision.reason)], report)
+        if not failed:
+            jobs.pop(t.job_name, None)  # gone: its slot is free for this tick's launches
+        live = {i: x for i, x in record.live.items() if i != t.index}
+        return dataclasses.replace(record, live=live, early_stopped=record.early_stopped + 1,
+                                   best=best if best is not None else record.best)
+
+    def _best_of_stopped(self: "Dispatcher", record: SweepRecord, index: int,
+                         metrics: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The sweep's best trial if the stopped trial ``index``, on what it reached, beats it."""
+        value = metrics.get(record.metric_name or "")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return None
+        incumbent = (record.best or {}).get("value")
+        if not better(record.metric_goal, float(value), incumbent if isinstance(incumbent, (int, float)) else None):
+            return None
+        trial = self.store.get_trial(record.sweep_id, index) or {}
+        best = {"trial_index": index, "trial_id": trial.get("trial_id", ""), "metric": record.metric_name,
+                "value": float(value), "early_stopped": True}
+        params = trial.get("params", "")
+        if isinstance(params, str) and len(params) <= 4096:
+            best["params"] = params
+        return best

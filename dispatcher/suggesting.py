@@ -1,0 +1,108 @@
+"""``method: bayes`` in the tick: W&B's engine suggests the parameters of the trials the planner
+gave slots, for :class:`dispatcher.tick.Dispatcher` (a mixin, used by :mod:`dispatcher.launching`).
+
+Exactly once, whatever crashes or overlaps (the contract of :mod:`dispatcher.core.search`):
+
+* suggestions are made only for the fresh indices this tick claims (at most
+  :data:`MAX_SUGGESTIONS_PER_SWEEP` per sweep and :data:`MAX_SUGGESTIONS_PER_TICK` in all: one
+  engine call per sweep, the rest of its planned launches wait for the next tick);
+* each suggestion is written as the trial's ``params`` **in the claim transaction** that reserves
+  its index (cursor condition + ``attribute_not_exists`` on the trial item + the lease), so a
+  suggestion exists only in memory until its claim commits: a crash before the claim leaves
+  nothing, a claim that loses (another tick took the index) drops its suggestion;
+* every create of a bayes trial — the first, a re-create after a crash between claim and create,
+  every retried attempt — reads the parameters from the trial item (:meth:`Suggesting.stored_trial_params`),
+  never from a new suggestion.
+
+The observations are rebuilt from the sweep's trial items (one Query, at most once per sweep and
+tick, only when the sweep launches a fresh trial): finished ones with the metric on their item,
+failed / cancelled / early-stopped ones for ``metric.impute``, and the live ones (claimed, launched,
+running, waiting for a retry) as pending or running, which the engine fantasises so it does not
+suggest their points again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from dispatcher.core.errors import Conflict
+from dispatcher.core.planner import Launch
+from dispatcher.core.records import SweepRecord
+from dispatcher.core.search import Observation, default_seed, observation, outcome_of, suggest
+from dispatcher.trials import stored_params
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from dispatcher.tick import Dispatcher
+
+log = logging.getLogger("dispatcher.tick")
+MAX_SUGGESTIONS_PER_SWEEP = 4  # one engine call per sweep and tick suggests at most this many
+MAX_SUGGESTIONS_PER_TICK = 8  # ≈ 2–25 s of GP fitting on a shared core (benchmarks/bayes.py)
+
+
+class Suggesting:
+    def is_bayes(self: "Dispatcher", record: SweepRecord) -> bool:
+        """Whether the sweep's trials get suggested parameters. A spec that cannot be read says
+        no here: its claim then fails with the reason, inside the sweep's own fault isolation."""
+        try:
+            return self.specs.get(record.sweep_id).method == "bayes"
+        except Exception:  # noqa: BLE001 - reported by the claim that reads the spec again
+            return False
+
+    def bound_suggestions(self: "Dispatcher", planned: Sequence[Launch], records: Mapping[str, SweepRecord]) -> list[Launch]:
+        """The plan without the fresh bayes launches beyond this tick's suggestion budget (a sweep's
+        fresh launches are claimed in cursor order, so all of a sweep's after the first one cut)."""
+        kept: list[Launch] = []
+        per_sweep: dict[str, int] = {}
+        total = 0
+        cut: set[str] = set()
+        for item in planned:
+            if item.retry or not self.is_bayes(records[item.sweep_id]):
+                kept.append(item)
+                continue
+            if item.sweep_id in cut or per_sweep.get(item.sweep_id, 0) >= MAX_SUGGESTIONS_PER_SWEEP \
+                    or total >= MAX_SUGGESTIONS_PER_TICK:
+                cut.add(item.sweep_id)
+                continue
+            per_sweep[item.sweep_id] = per_sweep.get(item.sweep_id, 0) + 1
+            total += 1
+            kept.append(item)
+        return kept
+
+    def suggest_fresh(self: "Dispatcher", record: SweepRecord, indices: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """Suggested parameters for the fresh ``indices`` (this tick's claims of the sweep), from W&B's
+        engine over the sweep's stored trials. Pure of side effects: nothing is written here."""
+        sweep = self.specs.get(record.sweep_id)
+        observations = self.observations(record)
+        taken = sorted({o.index for o in observations} & set(indices))
+        if taken:
+            raise Conflict(f"sweep {record.sweep_id}: trial {taken[0]} was claimed by another tick meanwhile")
+        suggestions = suggest(sweep, observations=observations, indices=list(indices),
+                              seed=default_seed(sweep, indices[0]))
+        log.info(json.dumps({"event": "bayes-suggested", "sweep_id": record.sweep_id, "trials": list(indices),
+                             "observed": len(observations)}))
+        return {s.index: s.params for s in suggestions}
+
+    def observations(self: "Dispatcher", record: SweepRecord) -> list[Observation]:
+        """The sweep's trials as W&B's engine sees them, from their trial items (live state from
+        the sweep's record, which is newer than a trial item's)."""
+        metric = record.metric_name or ""
+        out = []
+        for item in self.store.trials(record.sweep_id):
+            index = int(item["index"])
+            live = record.live.get(index)
+            state = live.state.value if live is not None else str(item.get("state", ""))
+            try:
+                outcome = outcome_of(state)
+            except ValueError as exc:
+                log.warning("sweep %s trial %d: %s — left out of the bayes observations", record.sweep_id, index, exc)
+                continue
+            params = stored_params(item, where=f"trial {record.sweep_id}/{index}")
+            metrics = item.get("metrics") if isinstance(item.get("metrics"), Mapping) else None
+            out.append(observation(index, params, outcome, metric_name=metric, metrics=metrics))
+        return out
+
+    def stored_trial_params(self: "Dispatcher", record: SweepRecord, index: int) -> dict[str, Any]:
+        """A claimed trial's parameters as its claim stored them (every create of a bayes trial)."""
+        return stored_params(self.store.get_trial(record.sweep_id, index), where=f"trial {record.sweep_id}/{index}")
