@@ -17,6 +17,12 @@ Two schemas share the queue:
 * ``sweepq.cancel/v1`` — ``producer cancel``: researchers only need to *send* to the queue and
   *read* the table; the dispatcher performs the cancellation.
 
+* ``sweepq.pause/v1`` / ``sweepq.resume/v1`` — ``producer pause`` / ``producer resume``, shaped like
+  cancel (``{"schema", "sweep_id", "requested_by"}``): a paused sweep launches nothing new, its
+  running trials go on; resume lets it continue where it stopped.
+
+Who sent a control message is SQS's ``SenderId``, never the body: ``requested_by`` is a note.
+
 :func:`decode` raises :class:`MessageError` for anything that is not one of these envelopes
 (garbage, truncated JSON, unknown schema, a sweep id that does not match its token): such a
 message is left on the queue for SQS to redrive into the DLQ. A valid envelope whose *spec* is
@@ -26,6 +32,7 @@ invalid is not a MessageError: the dispatcher stores that sweep as REJECTED with
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,6 +42,8 @@ from dispatcher.core.identity import is_sweep_id, sweep_id_for
 SUBMIT_SCHEMA = "sweepq.submit/v1"
 WAKE_SCHEMA = "sweepq.wake/v1"
 CANCEL_SCHEMA = "sweepq.cancel/v1"
+PAUSE_SCHEMA = "sweepq.pause/v1"
+RESUME_SCHEMA = "sweepq.resume/v1"
 MAX_BODY_BYTES = 256 * 1024  # SQS's classic message size limit
 MAX_DEPTH = 100  # JSON nesting of a body; a sweep file nests a few levels (20 parameter groups at most)
 
@@ -65,8 +74,28 @@ class CancelMessage:
     kind: Literal["cancel"] = "cancel"
 
 
+@dataclass(frozen=True)
+class PauseMessage:
+    """``producer pause`` (``resume`` False) or ``producer resume`` (True)."""
+
+    sweep_id: str
+    requested_by: str
+    resume: bool = False
+    kind: Literal["pause"] = "pause"
+
+    @property
+    def action(self) -> str:
+        return "resume" if self.resume else "pause"
+
+
 def encode_cancel(*, sweep_id: str, requested_by: str) -> str:
     return json.dumps({"schema": CANCEL_SCHEMA, "sweep_id": sweep_id, "requested_by": requested_by}, sort_keys=True)
+
+
+def encode_pause(*, sweep_id: str, requested_by: str, resume: bool = False) -> str:
+    """The body of ``producer pause`` (or, with ``resume``, ``producer resume``)."""
+    schema = RESUME_SCHEMA if resume else PAUSE_SCHEMA
+    return json.dumps({"schema": schema, "sweep_id": sweep_id, "requested_by": requested_by}, sort_keys=True)
 
 
 def encode_submit(msg: SubmitMessage) -> str:
@@ -122,12 +151,38 @@ def _check_structure(data: Any) -> None:
                                    "not valid Unicode text; send sweeps with `producer submit`") from exc
 
 
-def decode(body: str | bytes) -> SubmitMessage | WakeMessage | CancelMessage:
+_JSON_TOKENS = re.compile(r'\\.|["\[\]{}]')  # escapes, quotes and brackets, in order: one linear pass
+
+
+def _text_depth(body: str) -> int:
+    """The deepest bracket nesting of JSON text, brackets inside strings skipped, without parsing it.
+    Checked before ``json.loads`` so that a deep body is refused the same way whatever the
+    interpreter's recursion limit is (a library or test that raised it let 2,000 levels parse, and
+    the refusal changed). Linear on any text, hostile text included: no backtracking regex."""
+    depth = deepest = 0
+    in_string = False
+    for token in _JSON_TOKENS.findall(body):
+        if token == '"':
+            in_string = not in_string
+        elif in_string or token[0] == "\\":
+            continue
+        elif token in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def decode(body: str | bytes) -> SubmitMessage | WakeMessage | CancelMessage | PauseMessage:
     """Parse a body. Raises :class:`MessageError` (→ DLQ) when it is not a sweepq envelope."""
     if isinstance(body, bytes):
         body = body.decode("utf-8", "replace")
     if len(body.encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
         raise MessageError(f"body is over {MAX_BODY_BYTES:,} bytes — not a sweepq message")
+    if _text_depth(body) > MAX_DEPTH:
+        raise MessageError(f"body is nested deeper than {MAX_DEPTH} levels — not a sweep; send sweeps with "
+                           "`producer submit`")
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as exc:
@@ -139,11 +194,14 @@ def decode(body: str | bytes) -> SubmitMessage | WakeMessage | CancelMessage:
     if schema == WAKE_SCHEMA:
         sweep_id = data.get("sweep_id")
         return WakeMessage(sweep_id=sweep_id if is_sweep_id(sweep_id) else None, event=str(data.get("event", "")))
-    if schema == CANCEL_SCHEMA:
+    if schema in (CANCEL_SCHEMA, PAUSE_SCHEMA, RESUME_SCHEMA):
         sweep_id = data.get("sweep_id")
         if not is_sweep_id(sweep_id):
             raise MessageError(f"sweep_id: {str(sweep_id)[:60]!r} is not a sweep id")
-        return CancelMessage(sweep_id=sweep_id, requested_by=str(data.get("requested_by", ""))[:256])
+        note = str(data.get("requested_by", ""))[:256]
+        if schema == CANCEL_SCHEMA:
+            return CancelMessage(sweep_id=sweep_id, requested_by=note)
+        return PauseMessage(sweep_id=sweep_id, requested_by=note, resume=schema == RESUME_SCHEMA)
     if schema != SUBMIT_SCHEMA:
         raise MessageError(
             f"schema: {schema!r} is not {SUBMIT_SCHEMA!r} — this dispatcher understands {SUBMIT_SCHEMA}; "
