@@ -7,13 +7,13 @@ Every benchmark is a script (``python benchmarks/NAME.py``); it inserts the repo
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import platform
 import shlex
 import socket
 import sys
-import collections
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence

@@ -239,7 +239,7 @@ def measure(sc: Scenario, run: Run) -> dict[str, Any]:
     teams = _teams(sc)
     busy = usable = contested = 0.0
     team_time = {t: 0.0 for t in teams}
-    for (t0, held, waiting), (t1, _, _) in zip(run.samples, run.samples[1:]):
+    for (t0, held, waiting), (t1, _, _) in zip(run.samples, run.samples[1:], strict=False):
         dt = t1 - t0
         running = sum(held.values())
         if sum(waiting.values()) > 0:
@@ -287,7 +287,7 @@ def plot(sc: Scenario, runs: list[Run], path: str) -> None:
 
     teams = _teams(sc)
     fig, axes = plt.subplots(len(runs), 1, figsize=(10, 2.6 * len(runs)), sharex=True, squeeze=False)
-    for ax, run in zip(axes[:, 0], runs):
+    for ax, run in zip(axes[:, 0], runs, strict=True):
         times = [t / 3600 for t, _, _ in run.samples]
         stacks = [[held[team] for _, held, _ in run.samples] for team in teams]
         ax.stackplot(times, stacks, labels=[f"team {t}" for t in teams], step="post", alpha=0.8)

@@ -40,16 +40,23 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    AwsCalls, CountingSession, Stopwatch, fast_moto_transactions, free_port, header, markdown_table, write_json,
+    AwsCalls,
+    CountingSession,
+    Stopwatch,
+    fast_moto_transactions,
+    free_port,
+    header,
+    markdown_table,
+    write_json,
 )
+from helpers import bootstrap, make_dispatcher, submit  # noqa: E402
+from kube_emulator import KubeEmulator, job_status_patch  # noqa: E402
 
 from dispatcher.backends import make_backend  # noqa: E402
 from dispatcher.core.jobs import LABEL_SWEEP_ID, LABEL_TRIAL_INDEX, DryRun, JobPhase, JobStatus  # noqa: E402
 from dispatcher.settings import Settings  # noqa: E402
 from dispatcher.tick import Dispatcher, TickReport  # noqa: E402
 from dispatcher.wiring import backend_options  # noqa: E402
-from helpers import bootstrap, make_dispatcher, submit  # noqa: E402
-from kube_emulator import KubeEmulator, job_status_patch  # noqa: E402
 
 KIND = "pytorchjob"
 NAMESPACE = "sweepq"

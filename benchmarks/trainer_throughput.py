@@ -75,7 +75,7 @@ def hugging_face(config: TrainConfig, workdir: Path, dist: DistInfo, *, matched:
     set_seed(config.seed)
     model = build_model(config, tokenizer, splits.label_names, dist=dist)
     encoded = EncodedSplit(splits.train, tokenizer, config.max_length)
-    train = [{"input_ids": ids, "labels": label} for ids, label in zip(encoded.input_ids, encoded.labels)]
+    train = [{"input_ids": ids, "labels": label} for ids, label in zip(encoded.input_ids, encoded.labels, strict=True)]
 
     class StepClock(TrainerCallback):
         started = ended = 0.0
@@ -175,7 +175,7 @@ def main() -> None:
         else f"CPU ({torch.get_num_threads()} torch threads of {os.cpu_count()} cores)"
     precision = device_precision(config.precision, dist.device).name
     figures = {name: spread(values) for name, values in runs.items()}
-    ratios = {name: spread([a / b for a, b in zip(runs["sweepq"], runs[name])])
+    ratios = {name: spread([a / b for a, b in zip(runs["sweepq"], runs[name], strict=True)])
               for name in trainers if name != "sweepq" and "sweepq" in runs}
     flops, length = model_flops_per_token(config, dist)
     peak = peak_flops(dist.device)

@@ -48,12 +48,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import AwsCalls, CountingSession, fast_moto_transactions, header, markdown_table, write_json  # noqa: E402
+from helpers import Clock, bootstrap, grid_spec, submit  # noqa: E402
 
 from dispatcher.adapters.store import Store  # noqa: E402
 from dispatcher.core.jobs import DryRun, JobPhase, JobStatus, LaunchRequest  # noqa: E402
 from dispatcher.settings import Settings  # noqa: E402
 from dispatcher.tick import Dispatcher  # noqa: E402
-from helpers import Clock, bootstrap, grid_spec, submit  # noqa: E402
 
 KIND = "pytorchjob"
 MAX_RETRIES = 2  # the launch default: up to 3 attempts per trial

@@ -78,14 +78,14 @@ def plot(rows: Sequence[TrialRow], *, params: Sequence[str], metric: str, goal: 
         colours = [BEST if r.index == best_index else OTHER for r in scored]
         ypos = list(range(len(scored)))[::-1]
         drawn = bars.barh(ypos, values, color=colours, alpha=0.9)
-        for bar, row in zip(drawn, scored):
+        for bar, row in zip(drawn, scored, strict=True):
             if row.partial:
                 bar.set_hatch("//")
                 bar.set_alpha(0.45)
         bars.set_yticks(ypos, names, fontsize="small")
         low, high = span(values)
         bars.set_xlim(low, high)
-        for y, value in zip(ypos, values):
+        for y, value in zip(ypos, values, strict=True):
             bars.text(value, y, f" {value:.4f}", va="center", fontsize="x-small")
     else:
         bars.text(0.5, 0.5, "no trial reported the metric", ha="center", va="center", transform=bars.transAxes)

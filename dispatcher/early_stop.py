@@ -33,8 +33,8 @@ from dispatcher.core.errors import Conflict, SweepqError, TransientError
 from dispatcher.core.hyperband import StopDecision, TrialHistory, bands, stop
 from dispatcher.core.jobs import JobStatus
 from dispatcher.core.metrics import MetricsItem, history_series
-from dispatcher.core.records import LiveTrial, SweepRecord, TrialState, better
 from dispatcher.core.reconcile import CancelJob
+from dispatcher.core.records import LiveTrial, SweepRecord, TrialState, better
 from dispatcher.core.spec import Sweep
 from dispatcher.report import TickReport
 

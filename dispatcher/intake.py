@@ -33,8 +33,8 @@ from dispatcher.core.launch import LaunchSettings, redact_secret_env
 from dispatcher.core.message import CancelMessage, PauseMessage, SubmitMessage, WakeMessage, decode
 from dispatcher.core.policy import Policy
 from dispatcher.core.records import SweepState
-from dispatcher.core.sharing import Caps, SharePolicy, fit_problems
 from dispatcher.core.search import engine_missing
+from dispatcher.core.sharing import Caps, SharePolicy, fit_problems
 from dispatcher.core.spec import Sweep, validate_launch, validate_sweep
 from dispatcher.observation import listed_resources, resource_name, template_resource
 from dispatcher.report import TickReport

@@ -23,8 +23,8 @@ import os
 from typing import Any
 
 from dispatcher.adapters.queue import Received
-from dispatcher.settings import Settings
 from dispatcher.report import TickReport
+from dispatcher.settings import Settings
 from dispatcher.tick import Dispatcher
 from dispatcher.wiring import build_dispatcher
 

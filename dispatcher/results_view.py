@@ -76,11 +76,11 @@ def results_table(rows: Sequence[TrialRow], *, params: Sequence[str], metric_nam
     show_reasons = reasons and left >= MIN_REASON_WIDTH and any(last_failure(r) for r in rows)
     table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
                   header_style="bold")
-    for col, (header, size) in enumerate(zip(headers, widths)):
+    for col, (header, size) in enumerate(zip(headers, widths, strict=True)):
         table.add_column(header, justify="left" if col == state_col else "right", no_wrap=True, min_width=size)
     if show_reasons:
         table.add_column("reason", no_wrap=True, overflow="ellipsis", max_width=left)
-    for row, cells in zip(rows, body):
+    for row, cells in zip(rows, body, strict=True):
         shown: list[Text | str] = list(cells)
         shown[state_col] = Text(row.state, STATE_STYLE.get(row.state, ""))
         if show_reasons:

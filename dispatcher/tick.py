@@ -39,8 +39,8 @@ from dispatcher.core.metrics import final_values, template_suffix
 from dispatcher.core.policy import Policy
 from dispatcher.core.reconcile import SweepOutcome, Transition, reconcile_sweep
 from dispatcher.core.records import SweepRecord, SweepState, TrialState, better
-from dispatcher.intake import Intake, policy_getter, unexpected
 from dispatcher.early_stop import EarlyStopping
+from dispatcher.intake import Intake, policy_getter, unexpected
 from dispatcher.isolation import Isolation
 from dispatcher.launching import Launching
 from dispatcher.observation import prepare_observation

@@ -21,8 +21,8 @@ from dispatcher.settings import Settings
 from producer import output as out
 from producer import queued, summary
 from producer.app import OutputOpt, QueueOpt, TableOpt, VerboseOpt, app, sweep_id_arg
-from producer.reader import Reader
 from producer.output import Output, cli_errors, emit_json
+from producer.reader import Reader
 
 SweepIdArg = Annotated[Optional[str], typer.Argument(
     metavar="SWEEP_ID", callback=sweep_id_arg, show_default=False, help="Sweep id [default: the newest sweep].")]

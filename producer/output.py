@@ -195,7 +195,7 @@ def print_list(rows: Sequence[Mapping[str, Any]], table_name: str) -> None:
         width = max([len(header)] + [len(c[col]) for c in cells])
         shrinks = header in ("name", "submitter")  # ids, states and numbers are never cut
         table.add_column(header, no_wrap=True, overflow="ellipsis", min_width=min(width, 12) if shrinks else width)
-    for row, cell in zip(rows, cells):
+    for row, cell in zip(rows, cells, strict=True):
         state = str(row["state"])
         table.add_row(*cell[:3], Text(state, STATE_STYLE.get(state, "")), *cell[4:])
     out.print(table)

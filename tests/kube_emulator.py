@@ -36,12 +36,12 @@ from typing import Any, Iterable, Iterator
 import kmock
 import pytest
 import yaml
-
-from dispatcher.core.jobs import JobPhase
 from kube_kueue import GROUP as KUEUE_GROUP
 from kube_kueue import KueueConfig, KueueSim, Quota, config_from_manifests
 from kube_server import SweepqKubeEmulator, _Fault, selector_matcher  # noqa: F401 - re-exported for tests
 from kube_status import condition, job_pods, job_status_patch, running, worker_pods  # noqa: F401 - re-exported
+
+from dispatcher.core.jobs import JobPhase
 
 # Short names → (group, version, plural). Anything else: "group/version/plural" or "v1/plural".
 KINDS: dict[str, tuple[str, str, str]] = {

@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import kmock
-
 from kube_status import condition, now_rfc3339
 from upstream_models import KUEUE_TRAINER_TYPES, typed_round_trip
 
@@ -213,7 +212,7 @@ class KueueSim:
                 created = await self._create_workload(key, job)
                 if created is not None:
                     workloads[job["metadata"]["uid"]] = created
-        for key, stored, path in jobs:  # finished jobs free their quota
+        for _key, stored, _path in jobs:  # finished jobs free their quota
             workload = workloads.get(stored.raw["metadata"].get("uid"))
             if workload is not None and any(_true(stored.raw, kind) for kind in FINISHED) \
                     and not _true(workload.raw, "Finished"):

@@ -34,7 +34,6 @@ from typing import Any, Callable, Iterator
 import aiohttp.web
 import attrs
 import kmock
-
 from kube_kueue import KueueSim
 from kube_status import now_rfc3339
 from upstream_models import problems

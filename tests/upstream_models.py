@@ -153,7 +153,7 @@ def _diff(sent: Any, kept: Any, path: str, found: list[str]) -> None:
             else:
                 _diff(value, kept[key], f"{path}.{key}", found)
     elif isinstance(sent, list) and isinstance(kept, list) and len(sent) == len(kept):
-        for index, (a, b) in enumerate(zip(sent, kept)):
+        for index, (a, b) in enumerate(zip(sent, kept, strict=True)):
             _diff(a, b, f"{path}[{index}]", found)
     elif sent != kept or type(sent) is not type(kept) and not (isinstance(sent, (int, float)) and
                                                                  isinstance(kept, (int, float))):

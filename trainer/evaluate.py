@@ -77,7 +77,7 @@ def evaluate(model: torch.nn.Module, loader: torch.utils.data.DataLoader, *, num
         if collect_predictions:
             probabilities = logits.softmax(dim=-1).cpu().tolist()
             for index, label, guess, probs in zip(batch["index"].tolist(), labels.tolist(), predicted.tolist(),
-                                                  probabilities):
+                                                  probabilities, strict=True):
                 local_predictions.append(Prediction(index, label, guess, tuple(probs)))
     counts = all_reduce_sum(torch.cat([loss_sum.reshape(1), confusion.flatten()]), dist).cpu()
     metrics = metrics_from_counts(float(counts[0]), counts[1:].reshape(num_labels, num_labels))

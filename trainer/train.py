@@ -26,8 +26,15 @@ from trainer.accel import PrecisionPlan, configure_math, device_precision, maybe
 from trainer.channel import Channel
 from trainer.config import ConfigError, TrainConfig
 from trainer.context import STANDALONE, TrialContext
-from trainer.data import DataSplits, EncodedSplit, GlobalBatchSampler, PadCollator, eval_loader, load_splits, \
-    train_loader
+from trainer.data import (
+    DataSplits,
+    EncodedSplit,
+    GlobalBatchSampler,
+    PadCollator,
+    eval_loader,
+    load_splits,
+    train_loader,
+)
 from trainer.distributed import DistInfo, init_distributed, shutdown
 from trainer.evaluate import evaluate
 from trainer.loop import BEST_METRIC, TrainingRun, summary

@@ -50,17 +50,17 @@ from typing import Any, Callable, Iterable, Mapping
 
 from dispatcher.backends.batchjob import job_progress
 from dispatcher.backends.kube_base import KubeBackend, ResourceRef
-from dispatcher.backends.kube_options import DEFAULT_OPTIONS, JobOptions
 from dispatcher.backends.kube_common import (
     ANNOTATION_GPUS,
     WANDB_KEY_ENV,
     WANDB_SECRET_KEY,
-    progress_from,
     Progress,
     job_metadata,
     phase_from_conditions,
     pod_labels,
+    progress_from,
 )
+from dispatcher.backends.kube_options import DEFAULT_OPTIONS, JobOptions
 from dispatcher.backends.pytorchjob import kubeflow_progress
 from dispatcher.backends.trainjob import trainjob_progress
 from dispatcher.core.errors import ConfigError, PermanentError

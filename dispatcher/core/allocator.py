@@ -20,7 +20,14 @@ from typing import Any, Collection, Generic, Hashable, Mapping, Sequence, TypeVa
 
 from dispatcher.core.records import SweepRecord
 from dispatcher.core.sharing import (
-    Caps, SharePolicy, TrialShape, Usage, fit_problems, gpu_limit, shape_for, submitter_key,
+    Caps,
+    SharePolicy,
+    TrialShape,
+    Usage,
+    fit_problems,
+    gpu_limit,
+    shape_for,
+    submitter_key,
 )
 from dispatcher.core.waits import Free, Reservation
 

@@ -191,7 +191,7 @@ class Expansion:
             )
         if self.method == "grid":
             flat = list(self.constants)
-            for dim, stride in zip(self.dims, self.strides):
+            for dim, stride in zip(self.dims, self.strides, strict=True):
                 flat.append((dim.param.path, dim.values[(index // stride) % dim.size]))
             flat.sort(key=lambda item: item[0])
             return _nest(flat)

@@ -274,7 +274,7 @@ def stop(*, config: Mapping[str, Any], trials: Sequence[TrialHistory]) -> list[S
     for run in stopped:
         info = run.early_terminate_info or {}
         history = [(-v if maximize else v) for v in run.metric_history(metric, filter_invalid=True)]
-        reached = [(b, t) for b, t in zip(info.get("bands", []), info.get("thresholds", [])) if b <= len(history)]
+        reached = [(b, t) for b, t in zip(info.get("bands", []), info.get("thresholds", []), strict=False) if b <= len(history)]
         band, threshold = reached[-1]
         strict = cfg["early_terminate"]["strict"] is True
         value = history[band - 1] if strict else min(history)

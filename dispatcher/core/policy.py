@@ -30,8 +30,19 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from dispatcher.core.errors import ConfigError, NotFound, PermanentError, SpecError
 from dispatcher.core.launch import JOB_KINDS, JobKind, LaunchSettings
 from dispatcher.core.policy_parts import (
-    ACCELERATOR_RESOURCES, DNS_LABEL, DNS_SUBDOMAIN, FROZEN, EnvRules, KueueRules, Limits, PriorityClass, Quota, Team,
-    TemplateSpec, names, patterns,
+    ACCELERATOR_RESOURCES,
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    FROZEN,
+    EnvRules,
+    KueueRules,
+    Limits,
+    PriorityClass,
+    Quota,
+    Team,
+    TemplateSpec,
+    names,
+    patterns,
 )
 from dispatcher.core.policy_templates import template_pod_problems, template_problems
 from dispatcher.core.refs import normalise_image_prefix

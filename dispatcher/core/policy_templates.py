@@ -13,8 +13,15 @@ from dispatcher.core.errors import PermanentError
 from dispatcher.core.podsecurity import manifest_gpus, restricted_problems, secure_pods
 from dispatcher.core.policy_parts import DNS_LABEL, TemplateSpec
 from dispatcher.core.templating import (
-    ARGS_PLACEHOLDER, PLACEHOLDERS, SAMPLE_VALUES, fill_template, placeholders_in, pod_templates, stray_containers,
-    template_api, unverified_references,
+    ARGS_PLACEHOLDER,
+    PLACEHOLDERS,
+    SAMPLE_VALUES,
+    fill_template,
+    placeholders_in,
+    pod_templates,
+    stray_containers,
+    template_api,
+    unverified_references,
 )
 
 if TYPE_CHECKING:  # pragma: no cover - typing only

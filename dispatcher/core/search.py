@@ -229,8 +229,11 @@ def suggest(sweep: Sweep, *, observations: Sequence[Observation], indices: Seque
             raise EngineError(f"method bayes: W&B's engine could not suggest trial {indices[0]}: {exc}") from exc
         finally:
             np.random.set_state(state)
+    if len(suggested) != len(indices):
+        raise EngineError(f"method bayes: W&B's engine suggested {len(suggested)} runs for {len(indices)} trials "
+                          f"({indices[0]}…); the sweep waits and asks again next tick")
     out = []
-    for index, run in zip(indices, suggested):
+    for index, run in zip(indices, suggested, strict=True):
         params = {key: _plain(cfg["value"]) for key, cfg in run.config.items()}
         info = {k: (_plain(v) if not isinstance(v, float) or math.isfinite(v) else None)
                 for k, v in (run.search_info or {}).items()}

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-
 from infra_expected import K8S, OVERLAYS, TEMPLATE
 from kustomize_lite import render
 

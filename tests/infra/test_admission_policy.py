@@ -12,7 +12,6 @@ from typing import Any, Callable
 import kubernetes_validate
 import pytest
 import yaml
-
 from admission import AdmissionPolicy
 from infra_expected import K8S, K8S_VERSION, TRIALS_NAMESPACE
 from kustomize_lite import load_documents

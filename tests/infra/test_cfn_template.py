@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 from cfnlint.api import ManualArgs, lint_file
+from infra_expected import C6_SETTINGS, DISPATCHER_K8S_GROUP, TEMPLATE
 
 from dispatcher.adapters.queue import DLQ_MAX_RECEIVES
 from dispatcher.adapters.store import INDEX
 from dispatcher.core import metrics as metrics_contract
 from dispatcher.settings import ENV, Settings
-from infra_expected import C6_SETTINGS, DISPATCHER_K8S_GROUP, TEMPLATE
 
 LINT_ARGS = ManualArgs(include_checks=["I"], regions=["us-east-1"])
 # Settings the Lambda leaves at their defaults, and why (a new setting must be added here or to

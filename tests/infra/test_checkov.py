@@ -29,7 +29,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from infra_expected import DOCKERFILES, K8S, OVERLAYS, REPO, TEMPLATE
 from kustomize_lite import render as kustomize
 from trial_manifests import BACKENDS_RENDER_RESTRICTED_PODS, KINDS, RESTRICTED_REASON, manifest_of, pods

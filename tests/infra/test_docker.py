@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from infra_expected import DOCKERFILES, REPO
 
 _spec = importlib.util.spec_from_file_location("sweepq_docker_requirements", REPO / "docker" / "requirements.py")

@@ -10,13 +10,21 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from infra_expected import (
+    C6_SETTINGS,
+    DISPATCHER_NAMESPACE,
+    K8S,
+    K8S_VERSION,
+    OVERLAYS,
+    REPO,
+    TRAINER_SERVICE_ACCOUNT,
+    TRIALS_NAMESPACE,
+)
 from kubernetes_validate.utils import SchemaNotFoundError
+from kustomize_lite import identity, load_documents, render
 
 from dispatcher.core.launch import merge_launch
 from dispatcher.settings import ENV, Settings
-from infra_expected import (C6_SETTINGS, DISPATCHER_NAMESPACE, K8S, K8S_VERSION, OVERLAYS, REPO, TRAINER_SERVICE_ACCOUNT,
-                            TRIALS_NAMESPACE)
-from kustomize_lite import identity, load_documents, render
 
 # CRDs without bundled schemas: they must parse and name themselves, that is all.
 CRD_GROUPS = {"kueue.x-k8s.io", "trainer.kubeflow.org"}  # the ClusterTrainingRuntime: checked by tests/upstream_models.py

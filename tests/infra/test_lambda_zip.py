@@ -12,7 +12,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from infra_expected import REPO
 
 SCRIPT = REPO / "infra" / "aws" / "build_lambda_zip.sh"

@@ -9,7 +9,6 @@ import re
 from typing import Any
 
 import boto3
-
 from infra_expected import (
     BATCH_API_ACTIONS,
     BOOTSTRAP_ONLY_ACTIONS,

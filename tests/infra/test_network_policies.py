@@ -7,7 +7,6 @@ from elsewhere."""
 from __future__ import annotations
 
 import pytest
-
 from infra_expected import DISPATCHER_NAMESPACE, OVERLAYS, TRIALS_NAMESPACE
 from netpol import Cluster, Pod
 from trial_manifests import manifest_of, pods

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from infra_expected import REPO
 
 SCANNED = sorted(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 import yaml
+from infra_expected import OVERLAYS, REPO
 
 from dispatcher.core.launch import merge_launch
 from dispatcher.core.policy import Policy
-from infra_expected import OVERLAYS, REPO
 from producer.sweepfile import parse_sweep
 
 RUNBOOK = (REPO / "docs" / "DEPLOY.md").read_text(encoding="utf-8")

@@ -25,9 +25,9 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from iam_eval import dynamodb_request, evaluate, resolve, sqs_request
 
 from dispatcher.core import metrics as contract
-from iam_eval import dynamodb_request, evaluate, resolve, sqs_request
 
 JOB = "bert-lr-abcdefgh-3-a2"
 POD = f"{JOB}-worker-0"

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+from kube_status import condition
 
 from dispatcher.adapters.kube_client import api_client_from_host
 from dispatcher.backends import make_backend
@@ -20,7 +21,6 @@ from dispatcher.core.errors import PermanentError, TransientError
 from dispatcher.core.jobs import JobPhase, LaunchRequest, TrialCommand
 from dispatcher.core.launch import LaunchSettings
 from dispatcher.core.policy import Policy, TemplateSpec
-from kube_status import condition
 
 NAMESPACE = "sweepq"
 SWEEP = "lr-sweep-abcdefgh"

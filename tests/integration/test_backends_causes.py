@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import kube_status as pods
 import pytest
 
-import kube_status as pods
 from dispatcher.backends import make_backend
 from dispatcher.core.jobs import JobPhase, LaunchRequest, TrialCommand
 from dispatcher.core.launch import LaunchSettings

@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from kubernetes.client import ApiException, BatchV1Api, CustomObjectsApi
-
 from kube_emulator import selector_matcher
+from kubernetes.client import ApiException, BatchV1Api, CustomObjectsApi
 
 # A CRD without an upstream model: the generic API-server behaviour, no schema.
 GROUP, VERSION, PLURAL, NS = "example.com", "v1", "widgets", "ns"

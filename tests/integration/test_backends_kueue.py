@@ -12,11 +12,11 @@ import time
 from typing import Any
 
 import pytest
+from kube_kueue import Quota
 
 from dispatcher.backends import kueue, make_backend
 from dispatcher.core.jobs import Admission, JobPhase, LaunchRequest, TrialCommand
 from dispatcher.core.launch import LaunchSettings
-from kube_kueue import Quota
 
 NAMESPACE = "sweepq"
 SWEEP = "kueue-sweep-abcdefgh"

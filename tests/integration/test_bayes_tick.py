@@ -8,6 +8,8 @@ import json
 import math
 
 import pytest
+from helpers import Clock, bootstrap, make_dispatcher, report_final_metrics, submit
+from helpers import pytorchjob_phase as phase_of
 
 from dispatcher.backends import make_backend
 from dispatcher.core.command import render_command
@@ -15,8 +17,6 @@ from dispatcher.core.jobs import LABEL_TRIAL_INDEX, JobPhase
 from dispatcher.core.spec import validate_sweep
 from dispatcher.settings import Settings
 from dispatcher.suggesting import MAX_SUGGESTIONS_PER_SWEEP
-from helpers import Clock, bootstrap, make_dispatcher, report_final_metrics, submit
-from helpers import pytorchjob_phase as phase_of
 
 pytest.importorskip("sweeps")
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -85,7 +85,7 @@ def test_a_bayes_sweep_is_accepted_and_its_trials_get_stored_suggestions_that_mo
     assert report.accepted == 1 and report.launched == 2 and not report.errors, report.errors
     first = w.params(sid)
     assert sorted(first) == [0, 1] and first[0] != first[1]
-    for index, params in first.items():
+    for params in first.values():
         assert 1e-5 <= params["lr"] <= 1e-1 and params["layers"] in (1, 2, 4) and params["epochs"] == 2
     by_index = {int(j["metadata"]["labels"][LABEL_TRIAL_INDEX]): j for j in w.jobs()}
     for index, params in first.items():

@@ -6,6 +6,8 @@ deleted, its slot given to the next trial in the same tick, never retried."""
 from __future__ import annotations
 
 import pytest
+from helpers import Clock, bootstrap, grid_spec, submit
+from helpers import pytorchjob_phase as phase_of
 
 from dispatcher.adapters.dynamo import ser
 from dispatcher.adapters.metrics import MetricsStore
@@ -15,8 +17,6 @@ from dispatcher.core.identity import job_name, trial_id
 from dispatcher.core.jobs import JobPhase
 from dispatcher.settings import Settings
 from dispatcher.tick import Dispatcher
-from helpers import Clock, bootstrap, grid_spec, submit
-from helpers import pytorchjob_phase as phase_of
 
 pytest.importorskip("sweeps")
 KIND = "pytorchjob"

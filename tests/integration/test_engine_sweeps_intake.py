@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import Clock, bootstrap, grid_spec, make_dispatcher, submit
 
 from dispatcher.backends import make_backend
 from dispatcher.settings import Settings
-from helpers import Clock, bootstrap, grid_spec, make_dispatcher, submit
 
 KIND = "pytorchjob"
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from helpers import Clock, bootstrap, grid_spec, make_dispatcher, submit
+from helpers import pytorchjob_phase as phase_of
 
 from dispatcher.backends import make_backend
 from dispatcher.core.errors import Conflict, TransientError
@@ -20,8 +22,6 @@ from dispatcher.core.message import encode_pause
 from dispatcher.core.policy import Policy
 from dispatcher.report import TickReport
 from dispatcher.settings import Settings
-from helpers import Clock, bootstrap, grid_spec, make_dispatcher, submit
-from helpers import pytorchjob_phase as phase_of
 
 KIND = "pytorchjob"
 MOTO_SENDER = "AIDAIT2UOQQY3AUEKVGXU"  # moto signs every message with this IAM user id

@@ -14,11 +14,11 @@ eviction is not a failed attempt (nothing counted, its cause recorded on the tri
 from __future__ import annotations
 
 import pytest
+from helpers import Clock, bootstrap, grid_spec, make_dispatcher, submit
 
 from dispatcher.backends import make_backend
 from dispatcher.core.jobs import Admission, JobPhase
 from dispatcher.settings import Settings
-from helpers import Clock, bootstrap, grid_spec, make_dispatcher, submit
 
 KIND = "trainjob"  # with Kueue, the recommended kind (Kueue's TrainJob integration is on by default)
 

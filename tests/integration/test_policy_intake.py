@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 import pytest
+from helpers import Clock, bootstrap, grid_spec, make_dispatcher
 
 from dispatcher.adapters.queue import Received
 from dispatcher.backends import make_backend
@@ -24,7 +25,6 @@ from dispatcher.core.message import encode_cancel, encode_pause
 from dispatcher.core.policy import Policy
 from dispatcher.report import TickReport
 from dispatcher.settings import Settings
-from helpers import Clock, bootstrap, grid_spec, make_dispatcher
 from producer import summary
 
 MOTO_SENDER = "AIDAIT2UOQQY3AUEKVGXU"  # moto signs every message with this IAM user id

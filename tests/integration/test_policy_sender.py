@@ -16,13 +16,13 @@ import uuid
 from typing import Any
 
 import pytest
+from helpers import bootstrap, grid_spec
 
 from dispatcher.core.identity import sweep_id_for
 from dispatcher.core.message import CancelMessage, SubmitMessage, decode, encode_cancel
 from dispatcher.core.policy import Policy
 from dispatcher.core.spec import validate_launch
 from dispatcher.settings import Settings
-from helpers import bootstrap, grid_spec
 
 MOTO_SENDER = "AIDAIT2UOQQY3AUEKVGXU"  # moto signs every message with this IAM user id
 POLICY = Policy.from_data({

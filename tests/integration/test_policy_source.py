@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
+from helpers import Clock
 
 from dispatcher.adapters.policy_source import PolicySource, load_policy
 from dispatcher.core.errors import ConfigError, TransientError
 from dispatcher.core.policy import Policy, PolicyError
-from helpers import Clock
 
 ONE = "limits: {gpus_per_node: 1}\n"
 TWO = "limits: {gpus_per_node: 2}\n"

@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 import pytest
+from helpers import Clock, bootstrap, grid_spec, make_dispatcher, pytorchjob_phase, submit
 
 from dispatcher.adapters.dynamo import des
 from dispatcher.backends import make_backend
@@ -22,7 +23,6 @@ from dispatcher.core.identity import sweep_id_for
 from dispatcher.core.jobs import JobPhase
 from dispatcher.core.policy import Policy
 from dispatcher.settings import Settings
-from helpers import Clock, bootstrap, grid_spec, make_dispatcher, pytorchjob_phase, submit
 
 JOBSETS = "jobset.x-k8s.io/v1alpha2/jobsets"
 SECRET = "planted-" + uuid.uuid4().hex  # a value no test output may ever contain

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from producer_world import EXAMPLE, MOTO_ARN, World, make_world, run, submit
 
 from dispatcher.core.jobs import JobPhase
 from dispatcher.core.launch import LaunchSettings
 from dispatcher.core.message import CancelMessage, SubmitMessage
 from dispatcher.core.spec import validate_sweep
-from producer_world import EXAMPLE, MOTO_ARN, World, make_world, run, submit
 
 MOTO_SENDER = "AIDAIT2UOQQY3AUEKVGXU"  # the SenderId moto gives every message
 

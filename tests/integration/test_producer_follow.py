@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from producer_world import World, make_world, run, submit
 
 from dispatcher.core.failures import format_failure
 from dispatcher.core.jobs import JobPhase
 from producer import queued
-from producer_world import World, make_world, run, submit
 
 LOGS = Path(__file__).resolve().parents[1] / "data" / "logs"
 TRAINER_ERROR = "trainer: error: unknown argument --learning_rte (did you mean --learning_rate?)"

@@ -15,12 +15,12 @@ import uuid
 from typing import Any
 
 import pytest
+from helpers import Clock, bootstrap, grid_spec, make_dispatcher
 
 from dispatcher.adapters.dynamo import des
 from dispatcher.backends import make_backend
 from dispatcher.core.identity import sweep_id_for
 from dispatcher.settings import Settings
-from helpers import Clock, bootstrap, grid_spec, make_dispatcher
 
 SECRET = "planted-" + uuid.uuid4().hex  # a value no table item or log line may ever contain
 

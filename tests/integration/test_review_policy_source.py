@@ -5,10 +5,10 @@ fallback"). Fails on the current code."""
 from __future__ import annotations
 
 import pytest
+from helpers import Clock
 
 from dispatcher.adapters.policy_source import PolicySource
 from dispatcher.core.errors import ConfigError
-from helpers import Clock
 
 LOOSE = "images: ['*']\nlimits: {gpus_per_node: 8}\n"
 # The operator tightens the policy and makes one typo (gpus_per_node: "one"): an invalid policy.

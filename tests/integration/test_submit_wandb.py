@@ -13,6 +13,8 @@ from typing import Any, Iterator
 
 import pytest
 import yaml
+from producer_world import EXAMPLE, World, make_world, run, submit
+from wandb_standin import WandbStandIn
 
 from dispatcher.adapters.dynamo import des
 from dispatcher.adapters.queue import Queue
@@ -20,8 +22,6 @@ from dispatcher.core.launch import LaunchSettings
 from dispatcher.core.message import SubmitMessage
 from dispatcher.core.spec import validate_sweep
 from producer.sweepfile import build_submit, resolve
-from producer_world import EXAMPLE, World, make_world, run, submit
-from wandb_standin import WandbStandIn
 
 wandb = pytest.importorskip("wandb")
 pytest.importorskip("sweeps")

@@ -7,11 +7,12 @@ import threading
 from collections import Counter
 
 import pytest
+from helpers import Clock, bootstrap, grid_spec, make_dispatcher, report_final_metrics, submit
+from helpers import pytorchjob_phase as phase_of
 
 from dispatcher.backends import make_backend
 from dispatcher.core.jobs import LABEL_SWEEP_ID, JobPhase
 from dispatcher.settings import Settings
-from helpers import pytorchjob_phase as phase_of, Clock, bootstrap, grid_spec, make_dispatcher, report_final_metrics, submit
 
 KIND = "pytorchjob"
 
@@ -82,7 +83,7 @@ def test_three_sweeps_cap_three_all_succeed_with_caps_held_every_tick(world):
     # every trial launched exactly once, all succeeded, best recorded
     names = [j["metadata"]["name"] for j in jobs(w.kube)]
     assert len(names) == len(set(names)) == 4 + 6 + 2
-    for sid, total in zip(ids, (4, 6, 2)):
+    for sid, total in zip(ids, (4, 6, 2), strict=True):
         meta = w.store.get_sweep(sid)
         assert (meta["state"], meta["succeeded"], meta["failed"], meta["live"]) == ("COMPLETED", total, 0, {})
         trials = w.store.trials(sid)
@@ -118,7 +119,7 @@ def test_failed_jobs_are_retried_with_new_attempts_then_fail(world):
     sid = submit(w.queue, grid_spec("flaky", 1, 1), {"max_retries": 2})
     d = w.dispatcher()
     # a different error each time (the same one twice is not retried a third time: test_reconcile_outcomes)
-    for attempt, reason in zip((1, 2, 3), ("OOMKilled", "BackoffLimitExceeded", "OOMKilled")):
+    for attempt, reason in zip((1, 2, 3), ("OOMKilled", "BackoffLimitExceeded", "OOMKilled"), strict=True):
         d.tick()
         (job,) = [j for j in jobs(w.kube) if not phase_of(j).terminal]
         assert job["metadata"]["name"] == f"{sid}-0-a{attempt}"

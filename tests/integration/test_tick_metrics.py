@@ -11,13 +11,13 @@ import logging
 from decimal import Decimal
 
 import pytest
+from helpers import Clock, bootstrap, grid_spec, make_dispatcher, report_final_metrics, submit
 
 from dispatcher.adapters.dynamo import ser
 from dispatcher.backends import make_backend
 from dispatcher.core.jobs import JobPhase
 from dispatcher.settings import Settings
 from dispatcher.tick import METRICS_WAIT_S
-from helpers import Clock, bootstrap, grid_spec, make_dispatcher, report_final_metrics, submit
 
 GOOD, FORGED = 0.6, 0.99
 

@@ -5,13 +5,13 @@ retry, an image that cannot be pulled is not retried, and a sweep with no succes
 
 from __future__ import annotations
 
+import kube_status as pods
 import pytest
+from helpers import Clock, bootstrap, grid_spec, make_dispatcher, submit
 
 from dispatcher.backends import make_backend
 from dispatcher.core.jobs import JobPhase
 from dispatcher.settings import Settings
-from helpers import Clock, bootstrap, grid_spec, make_dispatcher, submit
-import kube_status as pods
 
 KIND = "job"
 

@@ -6,12 +6,12 @@ import threading
 import time
 
 import pytest
+from helpers import bootstrap, grid_spec, make_dispatcher, submit
 
 from dispatcher.backends import make_backend
 from dispatcher.core.jobs import JobPhase
 from dispatcher.settings import Settings
 from dispatcher.wake import Waker, run_loop, start_watchers
-from helpers import bootstrap, grid_spec, make_dispatcher, submit
 
 KIND = "pytorchjob"
 
@@ -98,9 +98,9 @@ def _sqs_record(body, queue_arn, message_id="m-1"):
 
 def test_lambda_records_from_the_wake_queue_are_never_parsed_as_submits(aws, kube):
     # GIVEN a dispatcher and a record from the wake queue whose body is a valid submit envelope
-    from dispatcher.lambda_handler import handle
     from dispatcher.core.identity import sweep_id_for
     from dispatcher.core.message import SubmitMessage, encode_submit
+    from dispatcher.lambda_handler import handle
 
     settings = Settings.load({}, backend=KIND, namespace="sweepq")
     store, queue = bootstrap(aws, settings)

@@ -12,6 +12,7 @@ from typing import Iterator
 
 import pytest
 import yaml
+from wandb_standin import WandbStandIn
 
 from dispatcher.core.spec import validate_sweep
 from producer.sweepfile import build_submit, launch_payload, resolve
@@ -22,7 +23,6 @@ from producer.wandb_sweep import (
     register,
     wandb_config,
 )
-from wandb_standin import WandbStandIn
 
 wandb = pytest.importorskip("wandb")
 pytest.importorskip("sweeps")

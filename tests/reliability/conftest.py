@@ -18,7 +18,6 @@ import threading
 from typing import Any, Iterator
 
 import pytest
-
 from invariants import Ledger
 
 

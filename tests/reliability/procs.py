@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-
-from dispatcher.adapters.queue import Queue, create_queues
-from dispatcher.adapters.metrics import MetricsStore
-from dispatcher.adapters.store import Store
 from sweepworld import PYTHON, REPO, subprocess_env, unique, write_kubeconfig
+
+from dispatcher.adapters.metrics import MetricsStore
+from dispatcher.adapters.queue import Queue, create_queues
+from dispatcher.adapters.store import Store
 
 
 @dataclass

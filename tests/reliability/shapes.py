@@ -16,6 +16,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from crash import Crash
+
 from dispatcher.adapters.queue import Queue, create_queues
 from dispatcher.adapters.store import Store
 from dispatcher.core.jobs import JobPhase
@@ -23,7 +25,6 @@ from dispatcher.core.policy import Policy
 from dispatcher.settings import Settings
 from dispatcher.tick import Dispatcher
 from dispatcher.wiring import build_backends
-from crash import Crash
 
 JOBSET = "jobset.x-k8s.io/v1alpha2/jobsets"  # the emulator's name of the JobSet resource
 JOBSET_RESOURCE = "jobsets.jobset.x-k8s.io/v1alpha2"  # SWEEPQ_TEMPLATE_RESOURCES form

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dispatcher.core.jobs import JobPhase
 from helpers import grid_spec, submit
 from invariants import Ledger, is_terminal
+
+from dispatcher.core.jobs import JobPhase
 
 KIND = "pytorchjob"
 REPO = Path(__file__).resolve().parents[2]

@@ -22,6 +22,9 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers import Clock, bootstrap, grid_spec, make_dispatcher, submit
+from invariants import Ledger
+from sweepworld import KIND, advance_cluster, dlq_url, drain
 from typer.testing import CliRunner
 
 from dispatcher.backends import make_backend
@@ -32,11 +35,8 @@ from dispatcher.core.spec import validate_sweep
 from dispatcher.core.yamlsafe import load_yaml
 from dispatcher.settings import Settings
 from dispatcher.trials import launch_request
-from helpers import Clock, bootstrap, grid_spec, make_dispatcher, submit
-from invariants import Ledger
 from producer.cli import app as producer_app
 from producer.sweepfile import json_problems
-from sweepworld import KIND, advance_cluster, dlq_url, drain
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 BAD = DATA / "bad"

@@ -21,6 +21,9 @@ import math
 from typing import Any
 
 import pytest
+from crash import Crash, Crasher, Proxy, Session
+from helpers import Clock, bootstrap, submit
+from helpers import pytorchjob_phase as phase_of
 
 from dispatcher.adapters.dynamo import ser
 from dispatcher.adapters.metrics import MetricsStore
@@ -31,9 +34,6 @@ from dispatcher.core.identity import parse_job_name, trial_id
 from dispatcher.core.jobs import LABEL_ATTEMPT, LABEL_TRIAL_INDEX, JobPhase
 from dispatcher.settings import Settings
 from dispatcher.tick import Dispatcher
-from crash import Crash, Crasher, Proxy, Session
-from helpers import Clock, bootstrap, submit
-from helpers import pytorchjob_phase as phase_of
 
 pytest.importorskip("sweeps")
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import bootstrap
+from invariants import Ledger
+from procs import dispatcher_process, server_stack
+from sweepworld import KIND, advance_cluster, submit_random
 
 from dispatcher.adapters.queue import Queue
 from dispatcher.adapters.store import Store
@@ -24,10 +28,6 @@ from dispatcher.backends import make_backend
 from dispatcher.core.errors import SweepqError
 from dispatcher.settings import Settings
 from dispatcher.tick import Dispatcher
-from helpers import bootstrap
-from invariants import Ledger
-from procs import dispatcher_process, server_stack
-from sweepworld import KIND, advance_cluster, submit_random
 
 CAP = 4
 SWEEPS = 6

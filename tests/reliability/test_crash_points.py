@@ -11,15 +11,16 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from crash import Crash, Crasher, Proxy, Session
+from helpers import Clock, bootstrap, grid_spec, submit
+from helpers import pytorchjob_phase as _phase
 
 from dispatcher.adapters.queue import Queue
+from dispatcher.adapters.store import Store
 from dispatcher.backends import make_backend
 from dispatcher.core.jobs import LABEL_ATTEMPT, LABEL_SWEEP_ID, LABEL_TRIAL_INDEX, JobPhase
 from dispatcher.settings import Settings
 from dispatcher.tick import Dispatcher
-from dispatcher.adapters.store import Store
-from crash import Crash, Crasher, Proxy, Session
-from helpers import pytorchjob_phase as _phase, Clock, bootstrap, grid_spec, submit
 
 KIND = "pytorchjob"
 CAP = 2

@@ -19,6 +19,10 @@ from typing import Any
 
 import boto3
 import pytest
+from faults import AwsFaults, KubeFaults
+from helpers import Clock, bootstrap, grid_spec, submit
+from invariants import Ledger, is_terminal, labels_of
+from sweepworld import KIND, delete_job
 
 from dispatcher.adapters.queue import Queue
 from dispatcher.adapters.store import Store
@@ -28,10 +32,6 @@ from dispatcher.core.jobs import LABEL_SWEEP_ID, JobPhase
 from dispatcher.core.planner import Launch
 from dispatcher.settings import Settings
 from dispatcher.tick import Dispatcher
-from faults import AwsFaults, KubeFaults
-from helpers import Clock, bootstrap, grid_spec, submit
-from invariants import Ledger, is_terminal, labels_of
-from sweepworld import KIND, delete_job
 
 CAP = 4
 

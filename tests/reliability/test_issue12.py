@@ -14,6 +14,18 @@ from typing import Any
 
 import boto3
 import pytest
+from helpers import Clock, grid_spec, submit
+from invariants import is_terminal, labels_of
+from shapes import (
+    JOBSET,
+    JOBSET_RESOURCE,
+    JOBSET_TEMPLATE,
+    PausingBackend,
+    deployment,
+    set_jobset_phase,
+    tick_catching_crash,
+    writes_of,
+)
 
 from dispatcher.adapters.dynamo import ser
 from dispatcher.adapters.store import Store, spec_key, sweep_key
@@ -23,12 +35,6 @@ from dispatcher.core.jobs import LABEL_SWEEP_ID, JobPhase
 from dispatcher.core.message import encode_cancel
 from dispatcher.core.policy import Policy
 from dispatcher.settings import Settings
-from helpers import Clock, grid_spec, submit
-from invariants import is_terminal, labels_of
-from shapes import (
-    JOBSET, JOBSET_RESOURCE, JOBSET_TEMPLATE, PausingBackend, deployment, set_jobset_phase, tick_catching_crash,
-    writes_of,
-)
 
 KIND = "pytorchjob"
 POLICY = Policy.from_data({"templates": {"jobset": {"manifest": JOBSET_TEMPLATE}}})

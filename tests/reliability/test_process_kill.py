@@ -23,13 +23,13 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-
-from dispatcher.adapters.dynamo import des, ser
-from dispatcher.adapters.store import lease_key
 from helpers import grid_spec, submit
 from invariants import Ledger
 from procs import ServerStack, dispatcher_process, run_tick, server_stack
 from sweepworld import advance_cluster
+
+from dispatcher.adapters.dynamo import des, ser
+from dispatcher.adapters.store import lease_key
 
 CAP = 3
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
+from helpers import Clock, bootstrap, grid_spec, submit
 
 from dispatcher.adapters.queue import Queue
 from dispatcher.adapters.store import Store
@@ -20,7 +21,6 @@ from dispatcher.core.jobs import JobPhase
 from dispatcher.settings import Settings
 from dispatcher.tick import Dispatcher
 from dispatcher.wake import run_loop
-from helpers import Clock, bootstrap, grid_spec, submit
 
 KIND = "pytorchjob"
 

@@ -17,11 +17,12 @@ import threading
 import time
 from typing import Any
 
-from dispatcher.backends import make_backend
-from dispatcher.core.jobs import JobPhase
 from helpers import Clock, grid_spec, submit
 from invariants import is_terminal
 from shapes import deployment
+
+from dispatcher.backends import make_backend
+from dispatcher.core.jobs import JobPhase
 
 KIND = "pytorchjob"
 

@@ -25,6 +25,10 @@ from typing import Any
 
 import boto3
 import pytest
+from helpers import Clock, bootstrap, grid_spec, submit
+from kube_emulator import KINDS
+from procs import run_producer, run_tick, server_stack
+from sweepworld import KIND, advance_cluster
 from typer.testing import CliRunner
 
 from dispatcher.adapters.dynamo import des
@@ -35,11 +39,7 @@ from dispatcher.lambda_handler import handle
 from dispatcher.settings import Settings
 from dispatcher.wake import Waker, watch_jobs, watch_queue
 from dispatcher.wiring import build_api_client, build_dispatcher
-from helpers import Clock, bootstrap, grid_spec, submit
-from kube_emulator import KINDS
 from producer.cli import app as producer_app
-from procs import run_producer, run_tick, server_stack
-from sweepworld import KIND, advance_cluster
 
 REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("infra_expected_rel", REPO / "tests" / "infra" / "infra_expected.py")
@@ -241,7 +241,7 @@ def _life(session: Any, kube: Any, settings: Settings, queue: Any, store: Any, k
     for step in range(40):
         # two dispatchers at the same moment: one holds the lease, the other marks it dirty
         barrier = threading.Barrier(2)
-        threads = [threading.Thread(target=lambda d=d: (barrier.wait(), d.tick())) for d in (first, second)]
+        threads = [threading.Thread(target=lambda d=d, b=barrier: (b.wait(), d.tick())) for d in (first, second)]
         [t.start() for t in threads]
         [t.join() for t in threads]
         if step == 1:

@@ -26,17 +26,17 @@ from typing import Any
 
 import boto3
 import pytest
+from crash import Crash
+from helpers import Clock, grid_spec, submit
+from invariants import Ledger, is_terminal, labels_of, readable
+from shapes import JOBSET, JOBSET_TEMPLATE, PausingBackend, deployment, set_jobset_phase, writes_of
+from sweepworld import KIND, advance_cluster, random_sweep
 
 from dispatcher.backends import make_backend
 from dispatcher.core.identity import sweep_id_for
 from dispatcher.core.jobs import LABEL_SWEEP_ID, JobPhase
 from dispatcher.core.message import encode_cancel
 from dispatcher.core.policy import Policy
-from helpers import Clock, grid_spec, submit
-from invariants import Ledger, is_terminal, labels_of, readable
-from shapes import JOBSET, JOBSET_TEMPLATE, PausingBackend, deployment, set_jobset_phase, writes_of
-from sweepworld import KIND, advance_cluster, random_sweep
-from crash import Crash
 
 RAYJOBS = "ray.io/v1/rayjobs"
 
@@ -144,7 +144,7 @@ def test_template_kind_observed_from_the_stored_sweeps(atomic_aws, kube, ledger,
     narrowed = dataclasses.replace(d.settings, template_resources=("rayjobs.ray.io/v1",))
     ledger.cap = 4
     submitted, templated, narrowed_ticks = 0, 0, 0
-    for step in range(300):
+    for _ in range(300):
         if submitted < 8 and rng.random() < 0.5:
             spec, launch, total = random_sweep(rng, submitted)
             if rng.random() < 0.6:
@@ -404,9 +404,10 @@ def test_one_sweep_whose_every_write_fails_unexpectedly(atomic_aws, kube, ledger
 @pytest.mark.slow
 @pytest.mark.soak
 def test_two_deployments_through_producer_and_dispatcher_tick(serial_moto_server, kube, ledger, tmp_path) -> None:
-    from dispatcher.adapters.queue import create_queues
     from procs import run_producer, run_tick, server_stack
     from sweepworld import subprocess_env
+
+    from dispatcher.adapters.queue import create_queues
 
     # GIVEN two deployments on one table, each its own queue and namespace, as processes
     stack = server_stack(serial_moto_server, kube, tmp_path, cap=2)
@@ -429,7 +430,7 @@ def test_two_deployments_through_producer_and_dispatcher_tick(serial_moto_server
     assert run_producer(envs["team-b"], "cancel", alpha).returncode == 0
     # WHEN both dispatchers tick (`dispatcher tick`, each run a new process) while jobs succeed
     for _ in range(10):
-        for ns, env in envs.items():
+        for env in envs.values():
             done = run_tick(env)
             assert done.returncode in (0, 1), done.stderr[-2000:]
         ledger.observe()

@@ -20,8 +20,12 @@ from typing import Any
 
 import boto3
 import pytest
-
 from crash import Crash, Crasher, Proxy, Session
+from faults import AwsFaults, KubeFaults
+from helpers import Clock, bootstrap, grid_spec, submit
+from invariants import Ledger
+from sweepworld import KIND, advance_cluster, dlq_url, drain
+
 from dispatcher.adapters.queue import Queue
 from dispatcher.adapters.store import Store
 from dispatcher.backends import make_backend
@@ -29,10 +33,6 @@ from dispatcher.core.errors import SweepqError
 from dispatcher.core.message import encode_cancel
 from dispatcher.settings import Settings
 from dispatcher.tick import Dispatcher
-from faults import AwsFaults, KubeFaults
-from helpers import Clock, bootstrap, grid_spec, submit
-from invariants import Ledger
-from sweepworld import KIND, advance_cluster, dlq_url, drain
 
 CAP = 5
 SWEEPS = 100

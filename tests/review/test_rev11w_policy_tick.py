@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers import Clock, bootstrap, grid_spec, make_dispatcher
 
 from dispatcher.adapters.policy_source import PolicySource
 from dispatcher.adapters.queue import Received
@@ -24,7 +25,6 @@ from dispatcher.core.jobs import JobPhase
 from dispatcher.core.message import encode_cancel
 from dispatcher.report import TickReport
 from dispatcher.settings import Settings
-from helpers import Clock, bootstrap, grid_spec, make_dispatcher
 
 MOTO_SENDER = "AIDAIT2UOQQY3AUEKVGXU"  # moto signs every message it delivers with this IAM user id
 VICTIM = "AROAVISIONROLE:victim"

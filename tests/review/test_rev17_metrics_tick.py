@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from helpers import Clock, bootstrap, grid_spec, make_dispatcher, submit
 
 from dispatcher.backends import make_backend
 from dispatcher.core.jobs import JobPhase
 from dispatcher.settings import Settings
-from helpers import Clock, bootstrap, grid_spec, make_dispatcher, submit
 from trainer.channel import MetricsTableWriter, Snapshot
 from trainer.context import TrialContext
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from trainer_support import REPO, torchrun_command
 
 from trainer.config import TrainConfig

@@ -10,8 +10,16 @@ from decimal import Decimal
 import pytest
 from trainer_support import create_metrics_table, plain_item
 
-from trainer.channel import (ATTRIBUTES, WAKE_MIN_INTERVAL_S, Channel, MetricsReportError, MetricsTableWriter,
-                             Snapshot, number, send_wake)
+from trainer.channel import (
+    ATTRIBUTES,
+    WAKE_MIN_INTERVAL_S,
+    Channel,
+    MetricsReportError,
+    MetricsTableWriter,
+    Snapshot,
+    number,
+    send_wake,
+)
 from trainer.context import TrialContext
 
 TABLE = "sweepq-test-metrics"

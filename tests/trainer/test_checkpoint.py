@@ -12,7 +12,6 @@ import torch
 from trainer import checkpoint as ckpt
 from trainer.config import ConfigError
 
-
 RECIPE = {"global_batch_size": 32, "train_examples": 480, "epochs": 2, "steps_per_epoch": 15, "total_steps": 30,
           "warmup_steps": 3, "eval_every": 0}
 

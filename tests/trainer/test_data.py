@@ -13,7 +13,8 @@ import torch
 
 from trainer.config import ConfigError
 from trainer.data import GlobalBatchSampler, PadCollator, ShardedEvalSampler, load_csv_splits, load_splits
-from trainer.prepare import PrepareConfig, main as prepare_main, prepare, stratified_split
+from trainer.prepare import PrepareConfig, prepare, stratified_split
+from trainer.prepare import main as prepare_main
 from trainer.recipe import plan_rank
 from trainer.synthetic import LABEL_NAMES, synthetic_examples, synthetic_splits
 

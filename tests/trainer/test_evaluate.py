@@ -11,7 +11,7 @@ from trainer.evaluate import metrics_from_counts
 
 def _confusion(labels, predicted, classes):
     confusion = torch.zeros(classes, classes, dtype=torch.float64)
-    for t, p in zip(labels, predicted):
+    for t, p in zip(labels, predicted, strict=True):
         confusion[t, p] += 1
     return confusion
 

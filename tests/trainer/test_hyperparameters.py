@@ -149,7 +149,7 @@ def test_max_grad_norm_clips_the_update(context):
     # WHEN stepped as the training loop does
     norm = optimizer_step(parts.model, parts.optimizer, parts.scheduler, config.max_grad_norm)
     # THEN the raw gradient was larger than the limit and the update is exactly the limit
-    update = torch.sqrt(sum(((p.detach() - q) ** 2).sum() for p, q in zip(parts.model.parameters(), before)))
+    update = torch.sqrt(sum(((p.detach() - q) ** 2).sum() for p, q in zip(parts.model.parameters(), before, strict=True)))
     assert float(norm) > 0.05 and float(update) == pytest.approx(0.05, rel=1e-3)
 
 

@@ -15,9 +15,9 @@ import time
 from trainer_support import create_metrics_table, plain_item
 
 from trainer import train
+from trainer.channel import MetricsReportError
 from trainer.context import TrialContext
 from trainer.distributed import DistInfo
-from trainer.channel import MetricsReportError
 from trainer.train import exit_code, training_function
 
 TABLE = "rev17-metrics"

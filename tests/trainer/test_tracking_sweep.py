@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from wandb_standin import WandbStandIn
 
 from dispatcher.core.launch import LaunchSettings
 from dispatcher.core.spec import validate_sweep
 from dispatcher.settings import Settings
 from dispatcher.trials import trial_env
 from trainer.tracking import Tracker
-from wandb_standin import WandbStandIn
 
 wandb = pytest.importorskip("wandb")
 pytest.importorskip("sweeps")

@@ -9,12 +9,12 @@ import os
 
 import pytest
 import torch
+from trainer_support import create_metrics_table, plain_item
 
 from trainer.checkpoint import checkpoint_path
 from trainer.config import ConfigError
 from trainer.context import TrialContext
 from trainer.distributed import DistInfo
-from trainer_support import create_metrics_table, plain_item
 from trainer.synthetic import LABEL_NAMES, synthetic_examples
 from trainer.train import run, training_function
 

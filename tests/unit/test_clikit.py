@@ -86,7 +86,7 @@ def test_an_unexpected_error_is_one_line_or_one_object() -> None:
 
         @app.command()
         def fail() -> None:
-            with clikit.cli_errors(output, lambda exc: 3):
+            with clikit.cli_errors(output, lambda exc: 3):  # noqa: B023 — invoked within this iteration
                 boom()
 
         @app.command()

@@ -9,7 +9,13 @@ import pytest
 
 from dispatcher.core.errors import MessageError
 from dispatcher.core.message import (
-    PAUSE_SCHEMA, RESUME_SCHEMA, CancelMessage, PauseMessage, decode, encode_cancel, encode_pause,
+    PAUSE_SCHEMA,
+    RESUME_SCHEMA,
+    CancelMessage,
+    PauseMessage,
+    decode,
+    encode_cancel,
+    encode_pause,
 )
 
 

@@ -4,7 +4,6 @@ borrowing, pause, held and cancelling sweeps (pure: records and observed jobs in
 from __future__ import annotations
 
 import pytest
-
 from planning import count, ids, jobs_of, record
 
 from dispatcher.core.planner import Capacity, make_plan, plan
@@ -135,8 +134,9 @@ def test_a_paused_sweep_launches_nothing_its_running_trials_still_count_and_othe
 
 
 def test_paused_retries_wait_too():
-    from dispatcher.core.records import LiveTrial, TrialState
     import dataclasses
+
+    from dispatcher.core.records import LiveTrial, TrialState
 
     r = record("p", total=5, paused=True)
     r = dataclasses.replace(r, cursor=3, live={1: LiveTrial(1, 1, TrialState.WAITING, "p-1-a1")})
@@ -181,6 +181,7 @@ def test_the_cluster_cap_reason_names_the_setting_and_the_numbers():
 
 def test_jobs_of_sweeps_the_planner_does_not_know_count_against_the_cluster_only():
     from planning import KueueJob
+
     from dispatcher.core.jobs import JobPhase
 
     stray = {f"old-{i}": KueueJob(name=f"old-{i}", kind="job", sweep_id="gone", trial_index=i, attempt=1,

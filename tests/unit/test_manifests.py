@@ -18,13 +18,13 @@ import yaml
 from dispatcher.backends import make_backend
 from dispatcher.backends.batchjob import build_batchjob, job_progress
 from dispatcher.backends.elasticjob import RETIRED, elasticjob_progress
-from dispatcher.backends.kube_options import JobOptions
 from dispatcher.backends.kube_common import parse_time, render_yaml
+from dispatcher.backends.kube_options import JobOptions
 from dispatcher.backends.pytorchjob import SIGNAL_EXIT_LAUNCHER, build_pytorchjob, kubeflow_progress
 from dispatcher.backends.template import build_from_template, fill_template, resource_of_template, template_progress
 from dispatcher.backends.trainjob import build_trainjob, pods_tell_more, trainjob_progress
 from dispatcher.core.errors import ConfigError, PermanentError
-from dispatcher.core.jobs import LaunchRequest, TrialCommand, JobPhase
+from dispatcher.core.jobs import JobPhase, LaunchRequest, TrialCommand
 from dispatcher.core.launch import LaunchSettings
 from dispatcher.core.policy import Policy, PolicyError, TemplateSpec
 

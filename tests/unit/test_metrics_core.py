@@ -10,24 +10,24 @@ import pytest
 
 from dispatcher.core.identity import job_name, parse_job_name
 from dispatcher.core.metrics import (
+    ATTRIBUTES,
     MAX_RECORDED,
     MAX_RECORDED_NAME,
-    final_values,
-    reported_jobs,
-    template_suffix,
-    with_reported,
-    ATTRIBUTES,
     POD_SUFFIX,
     MetricsItem,
     UnverifiedItem,
     choose,
+    final_values,
     history_rows,
     history_series,
     parse_item,
     pod_belongs_to,
     predictable_pod,
+    reported_jobs,
+    template_suffix,
     value_at,
     verify,
+    with_reported,
 )
 
 J = "bert-lr-abcdefgh-3-a2"

@@ -4,7 +4,6 @@ that keeps wide trials from starving, and Kueue's max_waiting (pure)."""
 from __future__ import annotations
 
 import pytest
-
 from planning import Cluster, KueueJob, count, ids, jobs_of, record
 
 from dispatcher.core.jobs import JobPhase
@@ -192,6 +191,7 @@ def test_a_sweep_with_all_trials_out_and_jobs_waiting_for_kueue_says_so():
 def test_claimed_trials_whose_jobs_are_not_listed_yet_count_and_wait_for_kueue():
     # a PENDING trial (claimed, job not observed yet) counts at its shape and, in a Kueue queue, as waiting
     import dataclasses
+
     from dispatcher.core.records import LiveTrial, TrialState
 
     k = dataclasses.replace(record("k", kueue_queue="q", gpus_per_node=8, nodes="1:4"), cursor=1,

@@ -18,7 +18,6 @@ import dataclasses
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from planning import Cluster, KueueJob, record
 
 from dispatcher.core.jobs import JobPhase

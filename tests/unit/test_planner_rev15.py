@@ -10,7 +10,6 @@ import sys
 from dataclasses import dataclass
 
 import pytest
-
 from planning import Cluster, KueueJob, count, jobs_of, record
 
 from dispatcher.core.allocator import Allocator

@@ -12,7 +12,14 @@ import pytest
 
 from dispatcher.core.errors import SpecError
 from dispatcher.core.launch import (
-    LIMITS, MAX_DURATION_S, REDACTED, REFUSED_MANIFEST, LaunchSettings, merge_launch, parse_duration, redact_secret_env,
+    LIMITS,
+    MAX_DURATION_S,
+    REDACTED,
+    REFUSED_MANIFEST,
+    LaunchSettings,
+    merge_launch,
+    parse_duration,
+    redact_secret_env,
 )
 from dispatcher.core.spec import json_schema, validate_launch
 

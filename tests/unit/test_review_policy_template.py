@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from upstream_models import problems as upstream_problems
+
 from dispatcher.backends.template import build_from_template
 from dispatcher.core.jobs import LaunchRequest, TrialCommand
 from dispatcher.core.launch import LaunchSettings
 from dispatcher.core.policy import Policy, PolicyError
-from upstream_models import problems as upstream_problems
 
 SWEEP = "lr-sweep-abcdefgh"
 

@@ -154,7 +154,7 @@ def test_bad_file_message_names_field_and_fix(name: str) -> None:
     problems = _problems(BAD / name)
     expected = CASES[name]
     assert len(problems) == len(expected), problems
-    for problem, fragments in zip(problems, expected):
+    for problem, fragments in zip(problems, expected, strict=True):
         for fragment in fragments:
             assert fragment in problem, f"{fragment!r} not in {problem!r}"
 

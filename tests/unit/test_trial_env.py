@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from helpers import grid_spec
 
 from dispatcher.backends import make_backend
 from dispatcher.core.launch import LaunchSettings
 from dispatcher.core.spec import validate_sweep
 from dispatcher.settings import Settings
 from dispatcher.trials import launch_request, trial_env
-from helpers import grid_spec
 
 SWEEP = "envs-abcdefgh"
 HOSTILE = {"SWEEP_ID": "someone-elses", "TRIAL_ID": "x", "WANDB_RUN_ID": "hijack", "SWEEPQ_TABLE": "sweepq",

@@ -15,6 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
+from kube_emulator import upstream_torch_runtime
+from pod_security import restricted_violations, strategic_merge, trial_pods
+from upstream_models import UpstreamInvalid, check, problems
 
 from dispatcher.backends.batchjob import build_batchjob
 from dispatcher.backends.kube_options import JobOptions
@@ -22,9 +25,6 @@ from dispatcher.backends.pytorchjob import build_pytorchjob
 from dispatcher.backends.trainjob import SHIPPED_RUNTIME_GRACE_S, build_trainjob
 from dispatcher.core.jobs import LaunchRequest, TrialCommand
 from dispatcher.core.launch import LaunchSettings
-from kube_emulator import upstream_torch_runtime
-from pod_security import restricted_violations, strategic_merge, trial_pods
-from upstream_models import UpstreamInvalid, check, problems
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_RUNTIME = yaml.safe_load((ROOT / "infra/k8s/components/trainjob-runtime/runtime.yaml").read_text())
