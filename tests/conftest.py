@@ -73,3 +73,13 @@ def moto_server():
 
 # The Kubernetes API emulator (kmock over HTTP) as the `kube` fixture.
 from kube_emulator import kube  # noqa: E402,F401
+
+
+def pytest_collection_modifyitems(config, items):
+    """Longest first: soak, then slow cases, then the rest (a stable sort keeps file order within
+    each group). Under pytest-xdist's worksteal the long cases start at once on one worker while the
+    other drains the quick ones, instead of a 150 s soak starting last and the run waiting on it."""
+    def weight(item) -> int:
+        return 0 if item.get_closest_marker("soak") else 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=weight)

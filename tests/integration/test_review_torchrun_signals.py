@@ -33,6 +33,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # > 10 s: not in `scripts/test.sh --fast`
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="needs torchrun")
 def test_review_a_sigtermed_pytorchjob_pod_exits_non_retryable_under_restart_policy_exitcode(tmp_path) -> None:
     """Attack: a node shutting down (kubelet GracefulNodeShutdown) or under pressure (kubelet eviction)

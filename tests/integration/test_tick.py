@@ -50,6 +50,7 @@ def labels(job):
     return job["metadata"]["labels"]
 
 
+@pytest.mark.slow  # > 10 s: not in `scripts/test.sh --fast`
 def test_three_sweeps_cap_three_all_succeed_with_caps_held_every_tick(world):
     w = world
     ids = [

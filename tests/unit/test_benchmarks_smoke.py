@@ -35,6 +35,7 @@ def markdown_rows(stdout: str) -> list[list[str]]:
     return [rows[0], *rows[2:]]
 
 
+@pytest.mark.slow  # > 10 s: not in `scripts/test.sh --fast`
 def test_expand_compares_both_engines_on_the_same_trials(tmp_path):
     # GIVEN a 100-point grid  WHEN the expansion benchmark runs
     stdout, result = run_benchmark(tmp_path, "expand.py", "--sizes", "100", "--repeats", "1")
@@ -47,6 +48,7 @@ def test_expand_compares_both_engines_on_the_same_trials(tmp_path):
         assert row["ours_warm_s"] > 0 and row["wandb_call_s"] > 0 and row["wandb_peak_bytes"] > 0
 
 
+@pytest.mark.slow  # > 10 s: not in `scripts/test.sh --fast`
 def test_expand_skips_the_sweeps_side_over_its_cap_and_says_so(tmp_path):
     stdout, result = run_benchmark(tmp_path, "expand.py", "--sizes", "100", "--repeats", "1", "--wandb-max-k", "60")
     skipped = [r for r in result["rows"] if "note" in r]
@@ -71,6 +73,7 @@ def test_tick_counts_calls_per_operation_and_they_follow_the_formula(tmp_path):
     assert "independent of trials per sweep and of finished jobs kept: yes" in stdout
 
 
+@pytest.mark.slow  # > 10 s: not in `scripts/test.sh --fast`
 def test_utilization_drives_every_sweep_to_completion_in_each_mode(tmp_path):
     stdout, result = run_benchmark(tmp_path, "utilization.py", "--sweeps", "a=2x2,b=2x1", "--slots", "2",
                                    "--median-min", "5")
