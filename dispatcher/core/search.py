@@ -46,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
@@ -88,7 +89,9 @@ class EngineError(PermanentError):
 def engine_missing() -> str | None:
     """``None`` when W&B's engine can be imported here, else the reason and the fix."""
     try:
-        import sweeps  # noqa: F401
+        with warnings.catch_warnings():  # sweeps 0.3 still spells a pydantic v1 config key: not ours to fix
+            warnings.filterwarnings("ignore", message="Valid config keys have changed in V2", category=UserWarning)
+            import sweeps  # noqa: F401
     except ImportError as exc:
         return (
             f"W&B's search engine is not installed on this dispatcher ({exc.name or exc}) — install the extra: "
