@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/lint-imports
 .venv/bin/ruff check dispatcher producer trainer benchmarks tests
+.venv/bin/mypy
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?
