@@ -33,6 +33,7 @@ app = make_app("dispatcher", "The sweepq dispatcher: drains the sweep queue into
 log = logging.getLogger("dispatcher")
 LOG_LEVEL_ENV = "SWEEPQ_LOG_LEVEL"
 
+# Built from JOB_KINDS so --backend offers every kind; mypy cannot list an Enum's members computed at run time.
 BackendKind = enum.Enum("BackendKind", {k: k for k in JOB_KINDS if k != "template"}, type=str)  # type: ignore[misc]
 BackendOpt = Annotated[Optional[BackendKind], typer.Option(
     "--backend", show_default=False,

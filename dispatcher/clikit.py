@@ -24,16 +24,21 @@ import logging
 import os
 import sys
 from importlib import metadata
-from typing import Annotated, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterator, Sequence, cast
 
 import typer
 from typer.core import TyperGroup
 
+if TYPE_CHECKING:  # the classes the look-ups below find, as the installed typer (which vendors click) names them
+    from typer._click.exceptions import ClickException, UsageError
+
 DEBUG_ENV = "SWEEPQ_DEBUG"
 SDK_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "kubernetes", "werkzeug", "moto")
 ERROR_TYPES = {1: "invalid", 2: "usage", 3: "config", 4: "not_found", 130: "interrupted"}
-_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
-_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+# click's (or typer's vendored copy of click's) base classes, whichever this typer raises.
+_USAGE_ERROR = cast("type[UsageError]", next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"))
+_CLICK_EXCEPTION = cast("type[ClickException]",
+                        next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"))
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
@@ -89,10 +94,11 @@ class SweepqGroup(TyperGroup):
     """Runs a command and turns usage errors into the documented shape (JSON when asked)."""
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
         try:
-            result = super().main(args=argv, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+            result = super().main(args=argv, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
+                                  windows_expand_args=windows_expand_args, **extra)
             code = result if isinstance(result, int) else 0
         except _USAGE_ERROR as exc:
             if wants_json(argv):
@@ -174,14 +180,14 @@ def error_lines(exc: BaseException) -> list[str]:
     return str(exc).splitlines() or [type(exc).__name__]
 
 
-class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+class _Handler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time (test runners swap it), and lets SDK
     records through only from ``sdk_level`` up. Filtering here, not by setting the SDK loggers'
     levels, leaves the process's other handlers (a test's capture, say) getting what they asked."""
 
     sdk_level = logging.WARNING
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeGuard
 
 from dispatcher.core.results import TrialRow, fmt_number
 
@@ -47,7 +47,7 @@ def _history(outputs: Path, row: TrialRow, metric: str) -> list[tuple[float, flo
             if isinstance(h, dict) and isinstance(h.get(metric), (int, float)) and isinstance(h.get("epoch"), (int, float))]
 
 
-def _numeric(values: Sequence[Any]) -> bool:
+def _numeric(values: Sequence[Any]) -> TypeGuard[Sequence[float]]:
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
@@ -94,9 +94,11 @@ def plot(rows: Sequence[TrialRow], *, params: Sequence[str], metric: str, goal: 
 
     # the metric per epoch
     others = 0
+    plotted: list[float] = []  # every value drawn here, for the axis span
     for row in sorted(rows, key=lambda r: r.index):
         points = _history(outputs, row, metric)
         if points:
+            plotted += [p[1] for p in points]
             best = row.index == best_index
             colour = BEST if best else CURVES[others % len(CURVES)]
             others += 0 if best else 1
@@ -106,20 +108,19 @@ def plot(rows: Sequence[TrialRow], *, params: Sequence[str], metric: str, goal: 
     curves.set_xlabel("epoch")
     curves.set_ylabel(metric)
     curves.set_title(f"{metric} per epoch", fontsize="medium")
-    if curves.lines:
+    if plotted:
         curves.legend(fontsize="x-small", loc="best", framealpha=0.8)
-        ys = [y for line in curves.lines for y in line.get_ydata()]
-        curves.set_ylim(*span(ys))
+        curves.set_ylim(*span(plotted))
 
     # the metric against each swept parameter
     for col, name in enumerate(panels):
         assert bottom is not None
         ax = fig.add_subplot(bottom[col])
-        points = [(r.flat.get(name), float(r.metric), r) for r in scored if r.flat.get(name) is not None]
-        if not points:
+        dots = [(r.flat.get(name), float(r.metric or 0.0), r) for r in scored if r.flat.get(name) is not None]
+        if not dots:
             ax.set_visible(False)
             continue
-        raw = [p[0] for p in points]
+        raw = [d[0] for d in dots]
         if _numeric(raw):
             xs = [float(v) for v in raw]
             if min(xs) > 0 and max(xs) / min(xs) >= 10:
@@ -128,9 +129,9 @@ def plot(rows: Sequence[TrialRow], *, params: Sequence[str], metric: str, goal: 
             categories = list(dict.fromkeys(str(v) for v in raw))
             xs = [float(categories.index(str(v))) for v in raw]
             ax.set_xticks(range(len(categories)), categories)
-        ax.scatter(xs, [p[1] for p in points], color=[BEST if p[2].index == best_index else OTHER for p in points],
-                   s=[120 if p[2].index == best_index else 40 for p in points], zorder=3)
-        ax.set_ylim(*span([p[1] for p in points]))
+        ax.scatter(xs, [d[1] for d in dots], color=[BEST if d[2].index == best_index else OTHER for d in dots],
+                   s=[120 if d[2].index == best_index else 40 for d in dots], zorder=3)
+        ax.set_ylim(*span([d[1] for d in dots]))
         ax.set_xlabel(name)
         ax.set_ylabel(metric)
         ax.set_title(f"{metric} vs {name}", fontsize="medium")

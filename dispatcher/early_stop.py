@@ -39,7 +39,8 @@ from dispatcher.core.spec import Sweep
 from dispatcher.report import TickReport
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from dispatcher.tick import Dispatcher
+    from dispatcher.adapters.metrics import MetricsStore
+    from dispatcher.tick_host import DispatcherHost
 
 log = logging.getLogger("dispatcher.tick")
 ENDED = {TrialState.SUCCEEDED.value, TrialState.FAILED.value, TrialState.CANCELLED.value,
@@ -66,11 +67,12 @@ def gpu_minutes(record: SweepRecord, t: LiveTrial, now: float) -> float:
 
 
 class EarlyStopping:
-    def early_stop(self: "Dispatcher", records: list[SweepRecord], jobs: dict[str, JobStatus], report: TickReport, *,
+    def early_stop(self: DispatcherHost, records: list[SweepRecord], jobs: dict[str, JobStatus], report: TickReport, *,
                    held: set[str]) -> list[SweepRecord]:
         """Stop the losing running trials of hyperband sweeps (not ``held`` ones). Returns the
         records as they now are; deleted jobs are removed from ``jobs`` (their slots are free)."""
-        if self.metrics is None:
+        metrics = self.metrics
+        if metrics is None:
             return records
         candidates: list[tuple[SweepRecord, Sweep, list[LiveTrial]]] = []
         for record in records:
@@ -88,14 +90,15 @@ class EarlyStopping:
         if not candidates:
             return records
         try:
-            read = self.metrics.read([(r.kind, t.job_name, t.attempt) for r, _, running in candidates for t in running])
+            read = metrics.read([(r.kind, t.job_name, t.attempt) for r, _, running in candidates for t in running])
         except SweepqError as exc:
             report.errors.append(f"early stop: metrics table: {exc} — evaluated next tick")
             return records
         by_id = {r.sweep_id: r for r in records}
         for record, sweep, running in candidates:
             try:
-                by_id[record.sweep_id] = self._early_stop_sweep(record, sweep, running, read, jobs, report)
+                by_id[record.sweep_id] = self._early_stop_sweep(record, sweep, running, read, jobs, report,
+                                                                metrics=metrics)
             except LeaseLost:
                 raise
             except (Conflict, TransientError) as exc:
@@ -104,9 +107,9 @@ class EarlyStopping:
                 self._sweep_failed(record, exc, report)
         return [by_id[r.sweep_id] for r in records]
 
-    def _early_stop_sweep(self: "Dispatcher", record: SweepRecord, sweep: Sweep, running: list[LiveTrial],
+    def _early_stop_sweep(self: DispatcherHost, record: SweepRecord, sweep: Sweep, running: list[LiveTrial],
                           read: Mapping[str, MetricsItem], jobs: dict[str, JobStatus],
-                          report: TickReport) -> SweepRecord:
+                          report: TickReport, *, metrics: MetricsStore) -> SweepRecord:
         assert sweep.hyperband is not None and record.metric_name
         metric = record.metric_name
         first_band = bands(sweep.hyperband)[0]
@@ -117,7 +120,7 @@ class EarlyStopping:
         ended = [item for item in self.store.trials(record.sweep_id)
                  if item.get("state") in ENDED and int(item["index"]) not in record.live and item.get("job")]
         if ended:
-            done = self.metrics.read([(record.kind, str(i["job"]), int(i.get("attempt", 1))) for i in ended])
+            done = metrics.read([(record.kind, str(i["job"]), int(i.get("attempt", 1))) for i in ended])
             histories += [TrialHistory(int(i["index"]), False, values_of(done.get(str(i["job"])), metric))
                           for i in ended]
         histories = [h for h in histories if h.values]  # W&B's engine skips runs with no history
@@ -128,7 +131,7 @@ class EarlyStopping:
             record = self._stop_trial(record, t, decision, read.get(t.job_name), jobs, report)
         return record
 
-    def _stop_trial(self: "Dispatcher", record: SweepRecord, t: LiveTrial, decision: StopDecision,
+    def _stop_trial(self: DispatcherHost, record: SweepRecord, t: LiveTrial, decision: StopDecision,
                     item: MetricsItem | None, jobs: dict[str, JobStatus], report: TickReport) -> SweepRecord:
         now = self.clock()
         metrics = reached(item)
@@ -149,7 +152,7 @@ class EarlyStopping:
         return dataclasses.replace(record, live=live, early_stopped=record.early_stopped + 1,
                                    best=best if best is not None else record.best)
 
-    def _best_of_stopped(self: "Dispatcher", record: SweepRecord, index: int,
+    def _best_of_stopped(self: DispatcherHost, record: SweepRecord, index: int,
                          metrics: Mapping[str, Any]) -> dict[str, Any] | None:
         """The sweep's best trial if the stopped trial ``index``, on what it reached, beats it."""
         value = metrics.get(record.metric_name or "")

@@ -122,7 +122,8 @@ class Intake:
                 self.request_pause(parsed, report, sender_id=message.sender_id)
             else:
                 self.accept(parsed, report, sender_id=message.sender_id)
-            self.queue.delete(message.receipt)  # type: ignore[union-attr]
+            assert self.queue is not None, "process_message needs the queue the message came from"
+            self.queue.delete(message.receipt)
             return True
         except TransientError as exc:
             report.errors.append(f"message {message.message_id}: {exc}")
@@ -176,7 +177,7 @@ class Intake:
             if missing:
                 raise SpecError(f"{'method: bayes' if sweep.method == 'bayes' else 'early_terminate'}: {missing}")
         requested = validate_launch(msg.launch)  # SpecError naming the fields, never echoing values
-        admission = self.policy().admit(requested, sender=sender_id, default_kind=self.settings.backend)  # type: ignore[arg-type]
+        admission = self.policy().admit(requested, sender=sender_id, default_kind=self.settings.backend)
         launch = admission.raise_for_violations()  # PolicyViolation: every rule it breaks, with the fix
         kind = launch.kind or self.settings.backend
         if kind not in self.backends:

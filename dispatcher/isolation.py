@@ -30,13 +30,13 @@ from dispatcher.settings import ENV
 from dispatcher.trials import record_from_item
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from dispatcher.tick import Dispatcher
+    from dispatcher.tick_host import DispatcherHost
 
 log = logging.getLogger("dispatcher.tick")
 
 
 class Isolation:
-    def _cancel(self: "Dispatcher", cancels: list[CancelJob], report: TickReport) -> set[str]:
+    def _cancel(self: DispatcherHost, cancels: list[CancelJob], report: TickReport) -> set[str]:
         """Delete these jobs; returns the names whose delete failed."""
         failed: set[str] = set()
         for cancel in cancels:
@@ -54,7 +54,7 @@ class Isolation:
             log.info(json.dumps({"event": "cancel-job", "job": cancel.name, "reason": cancel.reason}))
         return failed
 
-    def _sweep_failed(self: "Dispatcher", record: SweepRecord, exc: Exception, report: TickReport) -> None:
+    def _sweep_failed(self: DispatcherHost, record: SweepRecord, exc: Exception, report: TickReport) -> None:
         """Handling this sweep raised something not in the fault model (a bug, or a write DynamoDB
         refuses): count it; after ``sweep_failures_to_hold`` ticks in a row, park the sweep."""
         sid, limit = record.sweep_id, self.settings.sweep_failures_to_hold
@@ -78,7 +78,7 @@ class Isolation:
         except Exception as write_exc:  # noqa: BLE001 - the sweep's item refuses writes too: counted in memory
             report.errors.append(f"sweep {sid}: could not record the failure ({unexpected(write_exc)})")
 
-    def _sweep_recovered(self: "Dispatcher", record: SweepRecord, report: TickReport) -> None:
+    def _sweep_recovered(self: DispatcherHost, record: SweepRecord, report: TickReport) -> None:
         """Handled without a failure this round: forget the earlier ones."""
         self._failures.pop(record.sweep_id, None)
         if not record.failures:
@@ -90,7 +90,7 @@ class Isolation:
         except (Conflict, TransientError) as exc:
             report.errors.append(f"sweep {record.sweep_id}: {exc} — its failure count is cleared next tick")
 
-    def delete_leaks(self: "Dispatcher", loaded: set[str], jobs: Mapping[str, JobStatus], report: TickReport) -> None:
+    def delete_leaks(self: DispatcherHost, loaded: set[str], jobs: Mapping[str, JobStatus], report: TickReport) -> None:
         """Non-terminal managed jobs of sweeps this tick did not load (ended ones, above all: a
         create that landed after a lease loss, once another tick had ended the sweep) are judged
         against their sweep's item read strongly now, and deleted unless a live attempt owns them."""

@@ -48,20 +48,20 @@ from dispatcher.report import TickReport
 from dispatcher.trials import launch_request
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from dispatcher.tick import Dispatcher
+    from dispatcher.tick_host import DispatcherHost
 
 log = logging.getLogger("dispatcher.tick")
 
 
 class Launching:
-    def _ensure_lease(self: "Dispatcher") -> None:
+    def _ensure_lease(self: DispatcherHost) -> None:
         """Right before a job create (Kubernetes calls are not fenced by DynamoDB): renew when half
         the lease is gone, so no create starts within ``skew_s`` of our deadline; a lease we no
         longer hold raises :class:`LeaseLost`."""
         if self.clock() > self._lease_until - self.settings.lease_seconds / 2:
             self._renew()
 
-    def apply_policy(self: "Dispatcher", records: list[SweepRecord], report: TickReport) -> set[str]:
+    def apply_policy(self: DispatcherHost, records: list[SweepRecord], report: TickReport) -> set[str]:
         """Each record's launch settings as the current policy admits them (in place), and the ids
         of the sweeps that may launch nothing this tick. See the module docstring."""
         try:
@@ -93,7 +93,7 @@ class Launching:
                 log.warning(json.dumps({"event": "policy-hold", "sweep_id": record.sweep_id, "reason": reason}))
         return holds
 
-    def _sharing(self: "Dispatcher") -> tuple[SharePolicy, Caps]:
+    def _sharing(self: DispatcherHost) -> tuple[SharePolicy, Caps]:
         """The share policy (the current operator policy's teams: weight, quota, kueue_queue) and the
         dispatcher's caps, as the planner and the job sizes use them."""
         s = self.settings
@@ -104,7 +104,7 @@ class Launching:
         return (SharePolicy.from_teams(teams),
                 Caps(max_jobs=s.max_running, max_gpus=s.max_gpus, max_waiting=s.max_waiting))
 
-    def _claimed_shape(self: "Dispatcher", record: SweepRecord, index: int) -> TrialShape:
+    def _claimed_shape(self: DispatcherHost, record: SweepRecord, index: int) -> TrialShape:
         """The size trial ``index``'s claimed job is rendered with: the node count stored with its
         claim; for a claim from before that was stored, what the caps and quotas give now."""
         trial = record.live.get(index)
@@ -113,7 +113,7 @@ class Launching:
         shares, caps = self._sharing()  # reads the policy: only for such old claims
         return claim_shape(record, trial, policy=shares, caps=caps)
 
-    def _submit(self: "Dispatcher", record: SweepRecord, index: int, attempt: int,
+    def _submit(self: DispatcherHost, record: SweepRecord, index: int, attempt: int,
                 params: Mapping[str, Any] | None = None) -> None:
         """Create the attempt's job. ``params``: the ones its claim just stored; without them a
         bayes trial's are read from its trial item (a re-create, a retry), never suggested again."""
@@ -128,14 +128,14 @@ class Launching:
         self._ensure_lease()
         backend.submit(dryrun)
 
-    def relaunch(self: "Dispatcher", record: SweepRecord, r: Relaunch, report: TickReport) -> SweepRecord:
+    def relaunch(self: DispatcherHost, record: SweepRecord, r: Relaunch, report: TickReport) -> SweepRecord:
         """A claimed trial whose job is missing (a crash between claim and create): create it now —
         unless the policy holds the sweep (the claim waits for the grant to come back)."""
         if record.sweep_id in self._policy_holds:
             return record
         return self._create_and_mark(record, r.index, r.attempt, report)
 
-    def _create_and_mark(self: "Dispatcher", record: SweepRecord, index: int, attempt: int, report: TickReport,
+    def _create_and_mark(self: DispatcherHost, record: SweepRecord, index: int, attempt: int, report: TickReport,
                          params: Mapping[str, Any] | None = None) -> SweepRecord:
         t = record.live[index]
         try:
@@ -152,7 +152,7 @@ class Launching:
             self._withdraw_if_not_live(record, index, attempt, report)
             raise
 
-    def _withdraw_if_not_live(self: "Dispatcher", record: SweepRecord, index: int, attempt: int, report: TickReport) -> None:
+    def _withdraw_if_not_live(self: DispatcherHost, record: SweepRecord, index: int, attempt: int, report: TickReport) -> None:
         """Our create succeeded but recording it did not: if meanwhile the attempt stopped being
         live (a tick that took over our lease cancelled the sweep, or gave the trial up), the job
         we just made must not run. Judged on the item read strongly now; the next tick's leak
@@ -171,7 +171,7 @@ class Launching:
         report.leaked += 1
         log.warning(json.dumps({"event": "cancel-job", "job": name, "reason": "created after its attempt ended"}))
 
-    def claim(self: "Dispatcher", record: SweepRecord, launch: Launch, now: float,
+    def claim(self: DispatcherHost, record: SweepRecord, launch: Launch, now: float,
               params: Mapping[str, Any] | None = None) -> SweepRecord:
         """Reserve the trial (one transaction). A fresh claim writes the trial item with its
         parameters: ``params`` (a bayes suggestion, persisted here and nowhere before) or the
@@ -197,7 +197,7 @@ class Launching:
             cursor=record.cursor if launch.retry else launch.index + 1,
         )
 
-    def launch(self: "Dispatcher", records: list[SweepRecord], jobs: Mapping[str, JobStatus], report: TickReport, *,
+    def launch(self: DispatcherHost, records: list[SweepRecord], jobs: Mapping[str, JobStatus], report: TickReport, *,
                held: set[str] | frozenset[str] = frozenset()) -> None:
         """Claim, then create, what the planner gives the free capacity (see the module docstring).
         Every record counts for the caps and shares; ``held`` sweeps (see :meth:`reconcile`) get no
@@ -245,9 +245,9 @@ def _admitted(policy: Policy, record: SweepRecord) -> tuple[SweepRecord, str]:
     not). A record stored before intake kept the request is judged on its stored settings."""
     if record.requested is None:
         violations = policy.check_launch(record.launch, team=record.team, sender=record.submitter,
-                                         default_kind=record.kind)  # type: ignore[arg-type]
+                                         default_kind=record.kind)
         return record, violations_reason(violations)
-    admission = policy.admit(record.requested, sender=record.submitter, default_kind=record.kind)  # type: ignore[arg-type]
+    admission = policy.admit(record.requested, sender=record.submitter, default_kind=record.kind)
     if admission.violations:
         return record, admission.reason
     launch = admission.launch.model_copy(update={"kind": record.kind})

@@ -34,7 +34,7 @@ from dispatcher.core.search import Observation, default_seed, observation, outco
 from dispatcher.trials import stored_params
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from dispatcher.tick import Dispatcher
+    from dispatcher.tick_host import DispatcherHost
 
 log = logging.getLogger("dispatcher.tick")
 MAX_SUGGESTIONS_PER_SWEEP = 4  # one engine call per sweep and tick suggests at most this many
@@ -42,7 +42,7 @@ MAX_SUGGESTIONS_PER_TICK = 8  # ≈ 2–25 s of GP fitting on a shared core (ben
 
 
 class Suggesting:
-    def is_bayes(self: "Dispatcher", record: SweepRecord) -> bool:
+    def is_bayes(self: DispatcherHost, record: SweepRecord) -> bool:
         """Whether the sweep's trials get suggested parameters. A spec that cannot be read says
         no here: its claim then fails with the reason, inside the sweep's own fault isolation."""
         try:
@@ -50,7 +50,7 @@ class Suggesting:
         except Exception:  # noqa: BLE001 - reported by the claim that reads the spec again
             return False
 
-    def bound_suggestions(self: "Dispatcher", planned: Sequence[Launch], records: Mapping[str, SweepRecord]) -> list[Launch]:
+    def bound_suggestions(self: DispatcherHost, planned: Sequence[Launch], records: Mapping[str, SweepRecord]) -> list[Launch]:
         """The plan without the fresh bayes launches beyond this tick's suggestion budget (a sweep's
         fresh launches are claimed in cursor order, so all of a sweep's after the first one cut)."""
         kept: list[Launch] = []
@@ -70,7 +70,7 @@ class Suggesting:
             kept.append(item)
         return kept
 
-    def suggest_fresh(self: "Dispatcher", record: SweepRecord, indices: Sequence[int]) -> dict[int, dict[str, Any]]:
+    def suggest_fresh(self: DispatcherHost, record: SweepRecord, indices: Sequence[int]) -> dict[int, dict[str, Any]]:
         """Suggested parameters for the fresh ``indices`` (this tick's claims of the sweep), from W&B's
         engine over the sweep's stored trials. Pure of side effects: nothing is written here."""
         sweep = self.specs.get(record.sweep_id)
@@ -84,7 +84,7 @@ class Suggesting:
                              "observed": len(observations)}))
         return {s.index: s.params for s in suggestions}
 
-    def observations(self: "Dispatcher", record: SweepRecord) -> list[Observation]:
+    def observations(self: DispatcherHost, record: SweepRecord) -> list[Observation]:
         """The sweep's trials as W&B's engine sees them, from their trial items (live state from
         the sweep's record, which is newer than a trial item's)."""
         metric = record.metric_name or ""
@@ -103,6 +103,6 @@ class Suggesting:
             out.append(observation(index, params, outcome, metric_name=metric, metrics=metrics))
         return out
 
-    def stored_trial_params(self: "Dispatcher", record: SweepRecord, index: int) -> dict[str, Any]:
+    def stored_trial_params(self: DispatcherHost, record: SweepRecord, index: int) -> dict[str, Any]:
         """A claimed trial's parameters as its claim stored them (every create of a bayes trial)."""
         return stored_params(self.store.get_trial(record.sweep_id, index), where=f"trial {record.sweep_id}/{index}")

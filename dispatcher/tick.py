@@ -174,7 +174,7 @@ class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
             report.errors.append(f"tick: {unexpected(exc)} — nothing more this round")
 
     def _round(self, report: TickReport) -> None:
-        self._failed_now: set[str] = set()
+        self._failed_now = set()
         if self.queue is not None:
             self.intake.drain(report)
             self._renew()

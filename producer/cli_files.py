@@ -289,10 +289,13 @@ def _register_submit() -> None:
     params = fixed + [p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in launch_flags.parameters()]
 
     def command(**kwargs: Any) -> None:
-        names = ("file", "queue_url", "dry_run_", "idempotency_key", "defaults", "max_grid_size", "output", "verbose")
+        # submit()'s named parameters, in its order; what is left are the launch flags (its **flags)
+        names = ("file", "queue_url", "dry_run_", "idempotency_key", "defaults", "max_grid_size", "output", "verbose",
+                 "wandb_sweep")
         fixed_values = [kwargs.pop(n) for n in names]
-        submit(*fixed_values, wandb_sweep=kwargs.pop("wandb_sweep"), **kwargs)
+        submit(*fixed_values, **kwargs)
 
+    # typeshed's function type does not declare __signature__, the attribute inspect.signature (and typer) reads
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
     command.__doc__ = submit.__doc__

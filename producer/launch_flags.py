@@ -153,7 +153,10 @@ def _field_flags(name: str, field: Any, durations: set[str]) -> list[Flag]:
                             help=_help(field.description, name))
         return [Flag(name, option, _param(name, Optional[str], info), lambda v: v)]
     if typing.get_origin(annotation) is typing.Literal:
-        choices = enum.Enum(f"{name}_choices", {str(c): str(c) for c in typing.get_args(annotation)}, type=str)  # type: ignore[misc]
+        # one Enum per Literal field, for typer's choices; mypy cannot type an Enum whose name and members are
+        # computed at run time
+        choices = enum.Enum(f"{name}_choices", {str(c): str(c) for c in typing.get_args(annotation)},  # type: ignore[misc]
+                            type=str)
         info = typer.Option(option, show_default=False, help=help_text)
         return [Flag(name, option, _param(name, Optional[choices], info), lambda v: v.value if v is not None else None)]
     if annotation is bool:

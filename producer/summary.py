@@ -78,8 +78,9 @@ def control_refused(meta: Mapping[str, Any]) -> dict[str, Any] | None:
     item = meta.get("control_refused")
     if not isinstance(item, Mapping) or not item:
         return None
+    raw_at = item.get("at")
     try:
-        at: float | None = float(item.get("at"))  # type: ignore[arg-type]
+        at = float(raw_at) if raw_at is not None else None
     except (TypeError, ValueError):
         at = None
     return {"action": str(item.get("action", "")), "by": str(item.get("by", "")), "reason": str(item.get("reason", "")),

@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/lint-imports
 .venv/bin/ruff check dispatcher producer trainer benchmarks tests
+.venv/bin/mypy
 args=()
 if [ "${1:-}" = "--fast" ]; then
   shift

@@ -96,8 +96,9 @@ def optimizer_options(device: torch.device) -> dict[str, Any]:
 
 
 def maybe_compile(model: torch.nn.Module, enabled: bool,
-                  compiler: Callable[..., Any] | None = None) -> torch.nn.Module:
-    """``torch.compile(model, dynamic=True)`` when ``enabled``; ``compiler`` is for tests."""
+                  compiler: Callable[..., Any] | None = None) -> Callable[..., Any]:
+    """``torch.compile(model, dynamic=True)`` when ``enabled`` (what the forward goes through); ``compiler`` is
+    for tests."""
     if not enabled:
         return model
     logger.info("torch.compile(dynamic=True) of the training model")

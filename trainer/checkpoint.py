@@ -63,7 +63,8 @@ def capture_rng_state() -> dict[str, Any]:
     """Python, numpy, torch and (if present) this device's CUDA RNG states."""
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": _numpy_state_to_plain(np.random.get_state()),
+        # numpy's stubs give get_state() (legacy=True) the dict overload; it returns the legacy tuple of MT19937
+        "numpy": _numpy_state_to_plain(np.random.get_state()),  # type: ignore[arg-type]
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -129,7 +130,7 @@ def _tmp_name(path: Path) -> str:
 def remove_stale_temporaries(path: Path, *, now: float | None = None, max_age_s: float = STALE_TMP_S) -> list[Path]:
     """Delete ``.checkpoint.pt.*.tmp`` files next to ``path`` not modified for ``max_age_s``; returns them."""
     now = time.time() if now is None else now
-    removed = []
+    removed: list[Path] = []
     if not path.parent.is_dir():
         return removed
     for tmp in path.parent.glob(f".{path.name}.*.tmp"):

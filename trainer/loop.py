@@ -21,9 +21,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from trainer import checkpoint as ckpt
 from trainer.channel import Channel, Snapshot
@@ -93,7 +94,9 @@ class TrainingRun:
             inputs = {key: batch[key].to(dist.device, non_blocking=True)
                       for key in ("input_ids", "attention_mask", "labels")}
             last = micro == accumulation - 1
-            sync = self.model.no_sync() if dist.is_distributed and not last else contextlib.nullcontext()
+            # distributed: the model is DDP-wrapped (train.py), whose no_sync() defers the all-reduce
+            sync = (cast(DistributedDataParallel, self.model).no_sync() if dist.is_distributed and not last
+                    else contextlib.nullcontext())
             with sync:
                 with parts.precision.autocast():
                     loss = self.train_model(**inputs).loss

@@ -97,9 +97,10 @@ def build_tokenizer(config: TrainConfig, train_texts: list[str], *, run_dir: Pat
 
 def build_model(config: TrainConfig, tokenizer: Any, label_names: tuple[str, ...], *, dist: DistInfo) -> Any:
     """Sequence classifier with ``len(label_names)`` outputs; call after seeding for a seeded init."""
-    labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
-              "label2id": {name: i for i, name in enumerate(label_names)}}
-    dropout = {"hidden_dropout_prob": config.dropout, "attention_probs_dropout_prob": config.dropout}
+    # keyword arguments of both config classes (BertConfig here, the model's own via AutoConfig below)
+    labels: dict[str, Any] = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+                              "label2id": {name: i for i, name in enumerate(label_names)}}
+    dropout: dict[str, Any] = {"hidden_dropout_prob": config.dropout, "attention_probs_dropout_prob": config.dropout}
     if is_preset(config.model):
         from transformers import BertConfig, BertForSequenceClassification
 

@@ -43,7 +43,8 @@ def seed_rank_streams(seed: int, rank: int, global_step: int = 0) -> None:
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Decay matrices only: biases and LayerNorm weights (1-D tensors) get no weight decay."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for parameter in model.parameters():
         if parameter.requires_grad:
             (decay if parameter.ndim >= 2 else no_decay).append(parameter)

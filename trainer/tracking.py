@@ -23,7 +23,7 @@ import netrc
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class Tracker:
             return cls(None)
         import wandb
 
-        mode = None if _wandb_configured(environ) else "offline"
+        mode: Literal["offline"] | None = None if _wandb_configured(environ) else "offline"
         if mode == "offline":
             logger.info("no W&B key and no WANDB_MODE: logging offline; `wandb sync` uploads the run later")
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -71,7 +71,8 @@ def api_client_from_host(
     if ca_file:
         configuration.ssl_ca_cert = ca_file
     if token is not None or token_provider is not None:
-        configuration.api_key = {API_KEY: token if token is not None else token_provider()}  # type: ignore[misc]
+        # one of the two (both is refused above)
+        configuration.api_key = {API_KEY: token if token_provider is None else token_provider()}
         configuration.api_key_prefix = {API_KEY: "Bearer"}
     if token_provider is not None:
         provider = token_provider

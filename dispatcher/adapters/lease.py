@@ -14,25 +14,34 @@
 * **renew** — extends our own unexpired lease.
 
 Mixed into :class:`dispatcher.adapters.store.Store` (``self.client``, ``self.table``,
-``self.lease_key``, ``self._call``).
+``self.lease_key``, ``self._call``: :class:`LeaseHost`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Callable, Protocol
 
 from botocore.exceptions import ClientError
 
 from dispatcher.adapters.dynamo import ser, translate
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from dispatcher.adapters.store import Store
+
+class LeaseHost(Protocol):
+    """What :class:`LeaseOps` uses of the class it is mixed into (:class:`~dispatcher.adapters.store.Store`)."""
+
+    table: str
+    client: Any
+
+    @property
+    def lease_key(self) -> dict[str, str]: ...
+
+    def _call(self, what: str, fn: Callable[..., Any], **kwargs: Any) -> Any: ...
 
 
 class LeaseOps:
     """Lease operations; mixed into :class:`~dispatcher.adapters.store.Store`."""
 
-    def acquire_lease(self: "Store", owner: str, *, now: float, seconds: int, skew_s: float = 0.0) -> bool:
+    def acquire_lease(self: LeaseHost, owner: str, *, now: float, seconds: int, skew_s: float = 0.0) -> bool:
         try:
             self.client.put_item(
                 TableName=self.table,
@@ -48,10 +57,11 @@ class LeaseOps:
                 return False
             raise translate(exc, "acquire lease") from exc
 
-    def mark_dirty(self: "Store", *, now: float | None = None) -> bool:
+    def mark_dirty(self: LeaseHost, *, now: float | None = None) -> bool:
         """Ask the live holder to tick once more before releasing. False when there is no live
         lease to mark (released or expired since the caller's acquire failed)."""
-        condition, values = "attribute_exists(pk)", {":t": True}
+        condition = "attribute_exists(pk)"
+        values: dict[str, Any] = {":t": True}
         if now is not None:
             condition += " AND expires_at > :now"
             values[":now"] = now
@@ -69,7 +79,7 @@ class LeaseOps:
                 return False
             raise translate(exc, "mark lease dirty") from exc
 
-    def release_lease(self: "Store", owner: str) -> bool:
+    def release_lease(self: LeaseHost, owner: str) -> bool:
         """Release unless someone marked the lease dirty; returns True if released, False if dirty
         (the caller ticks again; the dirty mark is cleared)."""
         try:
@@ -99,7 +109,7 @@ class LeaseOps:
                 return True  # someone else holds it now: nothing of ours to release
             raise translate(exc, "clear lease dirty mark") from exc
 
-    def renew_lease(self: "Store", owner: str, *, now: float, seconds: int) -> None:
+    def renew_lease(self: LeaseHost, owner: str, *, now: float, seconds: int) -> None:
         self._call(
             "renew lease",
             self.client.update_item,

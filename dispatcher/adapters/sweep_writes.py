@@ -20,14 +20,11 @@ Mixed into :class:`dispatcher.adapters.store.Store`.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping, Protocol
 
 from dispatcher.adapters.dynamo import jdump, ser
 from dispatcher.adapters.keys import REGISTRY_KEY, active_pk, spec_key, sweep_key, trial_key
 from dispatcher.core.errors import ConfigError, Conflict
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from dispatcher.adapters.store import Store
 
 log = logging.getLogger(__name__)
 LIVE_NAMES = {"#live": "live", "#s": "state"}
@@ -36,18 +33,39 @@ ATTEMPT_REASON_MAX = 500
 NOT_PAUSED = "(attribute_not_exists(paused) OR paused = :f)"  # a claim's condition (``:f`` = False)
 
 
+class SweepHost(Protocol):
+    """What :class:`SweepWrites` uses of the class it is mixed into (:class:`~dispatcher.adapters.store.Store`),
+    and its own ``_active``."""
+
+    scope: str | None
+
+    @property
+    def _active(self) -> str: ...
+
+    def transact(self, what: str, items: list[dict[str, Any]], *, owner: str | None, now: float) -> None: ...
+
+    def get_sweep(self, sweep_id: str, *, consistent: bool = True) -> dict[str, Any] | None: ...
+
+    @staticmethod
+    def update(key: dict[str, str], expression: str, values: dict[str, Any], *, condition: str | None = None,
+               names: dict[str, str] | None = None) -> dict[str, Any]: ...
+
+    @staticmethod
+    def put(item: dict[str, Any], *, condition: str | None = None) -> dict[str, Any]: ...
+
+
 class SweepWrites:
     """Sweep domain writes; mixed into :class:`~dispatcher.adapters.store.Store`, whose ``transact``,
     ``get_sweep``, ``update``, ``put`` and ``scope`` they use."""
 
     @property
-    def _active(self: "Store") -> str:
+    def _active(self: SweepHost) -> str:
         if self.scope is None:
             raise ConfigError("sweep writes need a dispatcher scope (SWEEPQ_SCOPE)")
         return active_pk(self.scope)
 
     # -- intake -----------------------------------------------------------------------------
-    def put_sweep(self: "Store", meta: dict[str, Any], spec: dict[str, Any], *, owner: str | None, now: float) -> bool:
+    def put_sweep(self: SweepHost, meta: dict[str, Any], spec: dict[str, Any], *, owner: str | None, now: float) -> bool:
         """Create META (+ SPEC) if absent, and register the sweep's scope for ``producer list``.
         False when the sweep already exists (duplicate delivery, or a tombstone)."""
         sweep_id = meta["sweep_id"]
@@ -78,7 +96,7 @@ class SweepWrites:
                 return False
             raise
 
-    def request_cancel(self: "Store", sweep_id: str, *, requested_by: str, now: float, note: str = "",
+    def request_cancel(self: SweepHost, sweep_id: str, *, requested_by: str, now: float, note: str = "",
                        sender: str | None = None, operator: bool = False) -> str:
         """Mark an active sweep of this scope for cancellation. ``sender``: the SenderId the sweep's
         stored ``sender_id`` must equal (``None``: an operator's, any sweep). A sweep not stored yet
@@ -122,7 +140,7 @@ class SweepWrites:
             return "raced"
         return "tombstoned"
 
-    def request_pause(self: "Store", sweep_id: str, *, pause: bool, requested_by: str, now: float, note: str = "",
+    def request_pause(self: SweepHost, sweep_id: str, *, pause: bool, requested_by: str, now: float, note: str = "",
                       sender: str | None = None) -> str:
         """Pause (``pause``) or resume an active sweep of this scope: ``paused`` is set or cleared,
         with who did it and when. ``sender``: the SenderId the sweep's stored ``sender_id`` must equal
@@ -157,7 +175,7 @@ class SweepWrites:
             return f"refused:{meta.get('sender_id', '')}"
         return "ended"
 
-    def note_control_refused(self: "Store", sweep_id: str, *, action: str, sender: str, reason: str,
+    def note_control_refused(self: SweepHost, sweep_id: str, *, action: str, sender: str, reason: str,
                              now: float) -> None:
         """Record on an active sweep of this scope that a cancel/pause/resume was refused (for
         ``producer status``); nothing else of the sweep changes. A sweep that ended meanwhile is
@@ -170,7 +188,7 @@ class SweepWrites:
         except Conflict:
             log.info("refused %s of %s not noted: the sweep is no longer active here", action, sweep_id)
 
-    def note_policy_hold(self: "Store", sweep_id: str, *, reason: str | None, owner: str, now: float) -> None:
+    def note_policy_hold(self: SweepHost, sweep_id: str, *, reason: str | None, owner: str, now: float) -> None:
         """Record (``reason``) or clear (``None``) why the operator policy holds the sweep's launches now."""
         if reason is None:
             update = self.update(sweep_key(sweep_id), "REMOVE policy_hold", {":a": self._active},
@@ -181,7 +199,7 @@ class SweepWrites:
         self.transact(f"policy hold of {sweep_id}", [update], owner=owner, now=now)
 
     # -- the tick: claims -------------------------------------------------------------------
-    def claim_fresh(self: "Store", sweep_id: str, *, index: int, live: Mapping[str, Any], trial: Mapping[str, Any],
+    def claim_fresh(self: SweepHost, sweep_id: str, *, index: int, live: Mapping[str, Any], trial: Mapping[str, Any],
                     owner: str, now: float) -> None:
         """Claim the sweep's next fresh trial (cursor = ``index``) and create its trial item."""
         meta = self.update(
@@ -193,7 +211,7 @@ class SweepWrites:
         item = self.put({**trial_key(sweep_id, index), **trial}, condition="attribute_not_exists(pk)")
         self.transact(f"claim {sweep_id}/{index}", [meta, item], owner=owner, now=now)
 
-    def claim_retry(self: "Store", sweep_id: str, *, index: int, prev_attempt: int, live: Mapping[str, Any], attempt: int,
+    def claim_retry(self: SweepHost, sweep_id: str, *, index: int, prev_attempt: int, live: Mapping[str, Any], attempt: int,
                     job: str, owner: str, now: float) -> None:
         """Claim the next attempt of a WAITING trial."""
         meta = self.update(
@@ -212,7 +230,7 @@ class SweepWrites:
         self.transact(f"claim {sweep_id}/{index}", [meta, item], owner=owner, now=now)
 
     # -- the tick: transitions and ends -----------------------------------------------------
-    def record_transition(self: "Store", sweep_id: str, *, index: int, attempt: int, live: Mapping[str, Any] | None,
+    def record_transition(self: SweepHost, sweep_id: str, *, index: int, attempt: int, live: Mapping[str, Any] | None,
                           trial_state: str, reason: str = "", started_at: float | None = None,
                           outcome: str | None = None, counter: str | None = None,
                           best: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
@@ -261,7 +279,7 @@ class SweepWrites:
                             condition="attribute_exists(pk)", names={"#s": "state", "#m": "metrics"})
         self.transact(f"trial {sweep_id}/{index}", [meta, trial], owner=owner, now=now)
 
-    def end_sweep(self: "Store", sweep_id: str, *, state: str, reason: str, owner: str, now: float) -> None:
+    def end_sweep(self: SweepHost, sweep_id: str, *, state: str, reason: str, owner: str, now: float) -> None:
         update = self.update(
             sweep_key(sweep_id),
             "SET #s = :s, reason = :r, list_pk = :done, ended_at = :now, updated_at = :now",
@@ -272,7 +290,7 @@ class SweepWrites:
         self.transact(f"end sweep {sweep_id}", [update], owner=owner, now=now)
 
     # -- the tick: per-sweep failures -------------------------------------------------------
-    def note_sweep_failure(self: "Store", sweep_id: str, *, failures: int, error: str, hold: str | None, owner: str,
+    def note_sweep_failure(self: SweepHost, sweep_id: str, *, failures: int, error: str, hold: str | None, owner: str,
                            now: float) -> None:
         """Record that handling this sweep failed ``failures`` ticks in a row; with ``hold`` the
         sweep is held (the tick leaves it alone until an operator clears it, see the README)."""
@@ -286,7 +304,7 @@ class SweepWrites:
         update = self.update(sweep_key(sweep_id), "SET " + ", ".join(sets), values, condition="list_pk = :active")
         self.transact(f"note failure of sweep {sweep_id}", [update], owner=owner, now=now)
 
-    def clear_sweep_failures(self: "Store", sweep_id: str, *, owner: str, now: float) -> None:
+    def clear_sweep_failures(self: SweepHost, sweep_id: str, *, owner: str, now: float) -> None:
         """A tick handled the sweep again: forget its earlier failures."""
         update = self.update(sweep_key(sweep_id), "SET updated_at = :now REMOVE failures, last_error",
                              {":now": now, ":active": self._active},

@@ -38,5 +38,5 @@ def make_backend(kind: str, *, api_client: Any = None, namespace: str, **options
     module_name, class_name = BACKENDS[kind]
     backend_class = getattr(importlib.import_module(module_name), class_name)
     if kind == "local":
-        return backend_class(**options)  # type: ignore[no-any-return]
-    return backend_class(api_client=api_client, namespace=namespace, **options)  # type: ignore[no-any-return]
+        return backend_class(**options)
+    return backend_class(api_client=api_client, namespace=namespace, **options)

@@ -127,7 +127,11 @@ class Ranking(Generic[K]):
 
 def free_of(cap: Mapping[str, int | None], used: Usage) -> dict[str, int | None]:
     held = {"jobs": used.jobs, "gpus": used.gpus}
-    return {r: None if cap[r] is None else max(0, cap[r] - held[r]) for r in RESOURCES}  # type: ignore[operator]
+    free: dict[str, int | None] = {}
+    for r in RESOURCES:
+        limit = cap[r]
+        free[r] = None if limit is None else max(0, limit - held[r])
+    return free
 
 
 def unsized_shape(record: SweepRecord, policy: SharePolicy, caps: Caps) -> TrialShape | None:

@@ -29,7 +29,7 @@ import random
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from dispatcher.core.errors import PermanentError
 from dispatcher.core.params import CATEGORICAL, CATEGORICAL_PROB, CONSTANT, INT_UNIFORM, Q_UNIFORM, Param
@@ -66,7 +66,7 @@ class QRange(Sequence[Any]):
     def __len__(self) -> int:  # len() fails above sys.maxsize: sizes are read from Dim.size
         return self._len
 
-    def __getitem__(self, k: Any) -> Any:  # type: ignore[override]
+    def __getitem__(self, k: Any) -> Any:
         if isinstance(k, slice):
             return [self[i] for i in range(*k.indices(self._len))]
         if k < 0:
@@ -206,7 +206,7 @@ class Expansion:
         """
         return _nest([(p.path, sample(p, random.Random(f"{self.seed}:prior:{index}:{p.name}"))) for p in self.params])
 
-    def __iter__(self):  # pragma: no cover - convenience
+    def __iter__(self) -> Iterator[dict[str, Any]]:  # pragma: no cover - convenience
         return (self.trial(i) for i in range(self.total))
 
 

@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
 MAX_JOB_NAME = 40
 _SLUG_MAX = 12
@@ -67,7 +67,7 @@ def sweep_id_for(name: str | None, token: str) -> str:
     return f"{slug(name)}-{tail}"
 
 
-def is_sweep_id(value: Any) -> bool:
+def is_sweep_id(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and bool(SWEEP_ID_RE.match(value))
 
 

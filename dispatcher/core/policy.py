@@ -310,12 +310,12 @@ class Policy(BaseModel):
 
     # -- checks (dispatcher.core.policy_checks) ------------------------------------------------
     def check_launch(self, launch: LaunchSettings, *, team: str | None, sender: str,
-                     default_kind: JobKind | None = None) -> list["Violation"]:
+                     default_kind: str | None = None) -> list["Violation"]:
         from dispatcher.core.policy_checks import check_launch
 
         return check_launch(self, launch, team=team, sender=sender, default_kind=default_kind)
 
-    def admit(self, launch: LaunchSettings, *, sender: str, default_kind: JobKind | None = None) -> "Admission":
+    def admit(self, launch: LaunchSettings, *, sender: str, default_kind: str | None = None) -> "Admission":
         """Every violation and the launch settings as they take effect; ``default_kind``: the
         dispatcher's ``SWEEPQ_BACKEND`` (what a sweep naming no kind runs as)."""
         from dispatcher.core.policy_checks import admit

@@ -37,13 +37,13 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, AbstractSet, Any, Sequence
 
 from pydantic import ValidationError
 
 from dispatcher.core.envnames import reserved_reason
 from dispatcher.core.errors import PermanentError
-from dispatcher.core.launch import JOB_KINDS, JobKind, LaunchSettings, shown_name
+from dispatcher.core.launch import JOB_KINDS, LaunchSettings, shown_name
 from dispatcher.core.refs import SHA256_DIGEST, image_allowed, normalise_image_prefix, parse_image, parse_quantity
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -105,7 +105,7 @@ def violations_reason(violations: list[Violation]) -> str:
 DEFAULT_WANDB_SECRET = LaunchSettings.model_fields["wandb_secret"].default
 
 
-def _listing(names: list[str] | set[str], none: str = "none") -> str:
+def _listing(names: Sequence[str] | AbstractSet[str], none: str = "none") -> str:
     return ", ".join(sorted(names)) if names else none
 
 
@@ -252,7 +252,7 @@ def _kind_violations(policy: "Policy", kind: str | None) -> list[Violation]:
 
 
 def check_launch(policy: "Policy", launch: LaunchSettings, *, team: str | None, sender: str,
-                 default_kind: JobKind | None = None) -> list[Violation]:
+                 default_kind: str | None = None) -> list[Violation]:
     """Every rule of ``policy`` that ``launch`` (sent by ``sender``, counted against ``team`` — see
     :meth:`Policy.team_of`) breaks; empty when it may run. ``default_kind``: the kind a sweep that
     names none runs as (the dispatcher's ``SWEEPQ_BACKEND``). Purely computational."""
@@ -272,9 +272,10 @@ def _default(name: str) -> Any:
 
 
 def _filled(policy: "Policy", launch: LaunchSettings, team: str | None,
-            default_kind: JobKind | None) -> dict[str, Any]:
+            default_kind: str | None) -> dict[str, Any]:
     """The fields :func:`admit` fills before the check (see the module docstring)."""
-    limits, update = policy.limits, {}
+    limits = policy.limits
+    update: dict[str, Any] = {}
     if launch.kind is None and default_kind is not None:
         update["kind"] = default_kind
     for name in ("max_concurrent", "max_runtime"):
@@ -304,7 +305,7 @@ def _with(launch: LaunchSettings, update: dict[str, Any]) -> LaunchSettings:
     return LaunchSettings.model_validate({**launch.model_dump(), **update}) if update else launch
 
 
-def admit(policy: "Policy", launch: LaunchSettings, *, sender: str, default_kind: JobKind | None = None) -> Admission:
+def admit(policy: "Policy", launch: LaunchSettings, *, sender: str, default_kind: str | None = None) -> Admission:
     """:func:`check_launch` of the launch settings as they take effect, with the team from
     :meth:`Policy.team_of`; returns those settings (see the module docstring). Purely computational."""
     team = policy.team_of(sender, launch)

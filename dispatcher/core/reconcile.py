@@ -258,9 +258,9 @@ def reconcile_sweep(sweep: SweepRecord, jobs: Mapping[str, JobStatus], *, now: f
     """
     orphans = _orphans(sweep, jobs)
     if sweep.cancel_requested:
-        transitions, cancels = _stop_all(sweep, jobs, "sweep cancelled")
+        stopped, stops = _stop_all(sweep, jobs, "sweep cancelled")
         end = (SweepState.CANCELLED, "cancelled by request")
-        return SweepOutcome(transitions, orphans + cancels, [], end, _apply(sweep, transitions))
+        return SweepOutcome(stopped, orphans + stops, [], end, _apply(sweep, stopped))
 
     transitions: list[Transition] = []
     cancels: list[CancelJob] = list(orphans)

@@ -89,7 +89,8 @@ def trial_rows(items: Iterable[Mapping[str, Any]], *, metric_name: str | None, n
     """Rows of the given trial items (as the store returns them), by trial index."""
     rows = []
     for item in items:
-        metrics = item.get("metrics") if isinstance(item.get("metrics"), Mapping) else {}
+        raw_metrics = item.get("metrics")
+        metrics: Mapping[str, Any] = raw_metrics if isinstance(raw_metrics, Mapping) else {}
         state = str(item.get("state", ""))
         metric = _number(metrics.get(metric_name)) if metric_name else None
         started = _number(item.get("started_at"))

@@ -33,7 +33,8 @@ def _limited_loader(max_aliases: int, max_nodes: int) -> type:
             if self.check_event(yaml.AliasEvent):
                 self.aliases_seen += 1
                 if self.aliases_seen > max_aliases:
-                    mark = self.peek_event().start_mark
+                    # types-PyYAML leaves Parser.peek_event unannotated (it returns the yaml.Event).
+                    mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
                     raise SpecError(
                         f"line {mark.line + 1}, column {mark.column + 1}: more than {max_aliases} YAML aliases "
                         "(*ref) — sweep files don't need alias expansion; write the values out"
