@@ -115,7 +115,7 @@ def _declared(store: Any, sweep_id: str) -> set[str] | None:
 def render(meta: dict[str, Any], rows: list[TrialRow], params: list[str], width: int = 80) -> Any:
     from dispatcher.results_view import results_table
 
-    done = int(meta.get("succeeded", 0)) + int(meta.get("failed", 0)) + int(meta.get("cancelled", 0))
+    done = sum(int(meta.get(k, 0)) for k in ("succeeded", "failed", "cancelled", "early_stopped"))  # terminal
     title = f"sweep {meta.get('sweep_id')} — {meta.get('state')} — {done}/{meta.get('total', '?')} trials done"
     best = (meta.get("best") or {}).get("trial_index")
     return results_table(rows, params=params, metric_name=meta.get("metric_name"), goal=meta.get("metric_goal", "minimize"),

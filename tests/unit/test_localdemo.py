@@ -58,3 +58,15 @@ def test_the_plot_is_drawn_with_parameter_labels_and_a_panel_per_parameter(tmp_p
     assert label(rows[0], ["learning_rate", "optimizer"]) == "#0 learning_rate=0.001 optimizer=adamw"
     low, high = span([0.957, 0.963])
     assert 0.95 < low < 0.957 and 0.963 < high < 0.97  # the axis spans the values, not from 0
+
+
+def test_the_title_counts_early_stopped_trials_as_done() -> None:
+    from rich.console import Console
+
+    from dispatcher.localdemo import render
+
+    meta = {"sweep_id": "demo-hb-abcdefgh", "state": "COMPLETED", "total": 6, "succeeded": 2, "early_stopped": 4,
+            "metric_name": "eval/loss"}
+    console = Console(width=100, record=True)
+    console.print(render(meta, [], []))
+    assert "6/6 trials done" in " ".join(console.export_text().split())  # the title wraps
