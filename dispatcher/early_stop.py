@@ -16,7 +16,8 @@ sweeps with ``early_terminate`` that have RUNNING trials:
    it beats it), **then** its whole job is deleted (every rank; 404 = already gone). A crash between
    the two leaves a job no live attempt owns: the next tick's reconcile deletes it as an orphan —
    a stop is never lost, and a stopped trial is never retried (it is no longer live). A trial whose
-   job succeeded meanwhile may be recorded early-stopped: it reached its last position anyway.
+   trainer already reported a status other than ``running`` (``finished`` while its pod exits) is
+   compared but never stopped, as W&B stops running runs only; it ends as its job does.
    The deleted job is dropped from this tick's observation, so its slot is free for the launch
    step at once.
 """
@@ -128,6 +129,9 @@ class EarlyStopping:
             t = record.live.get(decision.index)
             if t is None or t.state is not TrialState.RUNNING:
                 continue
+            item = read.get(t.job_name)
+            if item is not None and item.status != "running":
+                continue  # its trainer is done (finished, stopping, failed): W&B stops running runs only
             record = self._stop_trial(record, t, decision, read.get(t.job_name), jobs, report)
         return record
 

@@ -56,6 +56,10 @@ INDEX = "by_job"  # GSI: hash `job`, range `pod`, projection ALL
 MAX_METRICS = 256
 MAX_NAME = 256
 MAX_POSITIONS = 100_000
+# Positions at or past this are not read (the item stays valid): every series is built dense up to
+# the last position, so one entry at position 999,999,999 would otherwise cost the tick a list that
+# long. 10,000 evaluations is far past any Hyperband band a sweep uses; a band beyond it never stops.
+MAX_POSITION = 10_000
 # What a succeeded trial's trial item gets (it also holds params and the attempt history, 400 KB in all).
 MAX_RECORDED = 64
 MAX_RECORDED_NAME = 128
@@ -174,7 +178,9 @@ def _history(raw: Any) -> dict[int, dict[str, Number]]:
     for position, values in raw.items():
         if not isinstance(position, str) or not _POSITION.fullmatch(position):
             raise UnverifiedItem(f"history: position {str(position)[:20]!r} is not a decimal index")
-        out[int(position)] = _values(values, where=f"history.{position}")
+        values_there = _values(values, where=f"history.{position}")  # checked wherever it is
+        if int(position) < MAX_POSITION:  # series are dense up to the last position: bound the position too
+            out[int(position)] = values_there
     return dict(sorted(out.items()))
 
 

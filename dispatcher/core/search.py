@@ -179,8 +179,34 @@ def engine_config(sweep: Sweep) -> dict[str, Any]:
     return {
         "method": "bayes",
         "metric": sweep.spec.metric.model_dump(exclude_none=True),
-        "parameters": sweep.raw["parameters"],
+        "parameters": _fixed_degenerate(sweep.raw["parameters"]),
     }
+
+
+def _fixed_degenerate(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """``parameters`` with each ``sigma: 0`` normal made the constant it is (W&B's engine samples
+    NaN there; :mod:`dispatcher.core.params` promises ``mu``, ``exp(mu)`` for log-normal)."""
+    out: dict[str, Any] = {}
+    for name, cfg in parameters.items():
+        if isinstance(cfg, Mapping) and isinstance(cfg.get("parameters"), Mapping):
+            out[name] = {**cfg, "parameters": _fixed_degenerate(cfg["parameters"])}
+        elif isinstance(cfg, Mapping) and cfg.get("sigma") == 0 and "normal" in str(cfg.get("distribution", "")):
+            mu = float(cfg.get("mu", 0.0))
+            out[name] = {"value": math.exp(mu) if "log_normal" in str(cfg["distribution"]) else mu}
+        else:
+            out[name] = cfg
+    return out
+
+
+def _non_finite(params: Mapping[str, Any], prefix: str = "") -> str | None:
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            found = _non_finite(value, f"{prefix}{key}.")
+            if found:
+                return found
+        elif isinstance(value, float) and not math.isfinite(value):
+            return f"{prefix}{key} = {value}"
+    return None
 
 
 def _plain(value: Any) -> Any:
@@ -238,6 +264,10 @@ def suggest(sweep: Sweep, *, observations: Sequence[Observation], indices: Seque
     out = []
     for index, run in zip(indices, suggested, strict=True):
         params = {key: _plain(cfg["value"]) for key, cfg in run.config.items()}
+        bad = _non_finite(params)
+        if bad:  # never launched as --x=inf: the sweep fails this tick with the reason, visible in status
+            raise EngineError(f"method bayes: W&B's engine suggested {bad} for trial {index} — narrow that "
+                              "parameter's range (or its mu/sigma)")
         info = {k: (_plain(v) if not isinstance(v, float) or math.isfinite(v) else None)
                 for k, v in (run.search_info or {}).items()}
         out.append(Suggestion(index=index, params=params, info=info))

@@ -37,7 +37,12 @@ def test_bayes_normal_with_sigma_zero_gives_mu_as_params_py_promises_not_nan() -
     {"distribution": "log_normal", "mu": 1000.0, "sigma": 1.0},  # exp(1000)
 ])
 def test_an_accepted_bayes_parameter_never_gets_a_non_finite_suggestion(param: dict) -> None:
-    sweep = validate_sweep(bayes({"x": param, "y": {"min": 0.0, "max": 1.0}}))
+    # (fixed: such a file is refused at intake, naming the parameter; if accepted, every value is finite)
+    try:
+        sweep = validate_sweep(bayes({"x": param, "y": {"min": 0.0, "max": 1.0}}))
+    except SpecError as exc:
+        assert "parameters.x:" in str(exc) and "bayes" in str(exc)
+        return
     got = [s.params["x"] for s in suggest(sweep, observations=[], indices=[0, 1], seed=1)]
     # a non-finite value is launched as --x=inf / --x=nan (and lies outside [min, max] for uniform)
     assert all(math.isfinite(v) for v in got), f"accepted {param}, bayes suggested x = {got}"
@@ -51,3 +56,29 @@ def test_a_bayes_sweep_with_thousands_of_parameters_is_refused_at_intake() -> No
     spec = bayes({f"p{i}": {"min": 0.0, "max": 1.0} for i in range(8000)})
     with pytest.raises(SpecError):
         validate_sweep(spec)
+
+
+def test_a_non_finite_engine_answer_is_an_engine_error_naming_the_parameter(monkeypatch) -> None:
+    # the last guard behind intake: whatever W&B's engine returns, inf/NaN is never launched
+    import sweeps
+
+    from dispatcher.core import search
+
+    sweep = validate_sweep(bayes({"opt": {"parameters": {"lr": {"min": 0.0, "max": 1.0}}}, "y": {"min": 0.0, "max": 1.0}}))
+    real = sweeps.next_runs
+
+    def poisoned(*args, **kwargs):
+        runs = real(*args, **kwargs)
+        runs[0].config["opt"]["value"]["lr"] = float("nan")
+        return runs
+
+    monkeypatch.setattr(sweeps, "next_runs", poisoned)
+    with pytest.raises(search.EngineError, match=r"opt\.lr = nan for trial 0"):
+        suggest(sweep, observations=[], indices=[0], seed=1)
+
+
+def test_a_nested_sigma_zero_normal_is_the_constant_mu() -> None:
+    sweep = validate_sweep(bayes({"g": {"parameters": {"x": {"distribution": "log_normal", "mu": 0.0, "sigma": 0}}},
+                                  "y": {"min": 0.0, "max": 1.0}}))
+    got = [s.params["g"]["x"] for s in suggest(sweep, observations=[], indices=[0, 1], seed=2)]
+    assert got == [1.0, 1.0]

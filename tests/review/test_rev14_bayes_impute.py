@@ -57,6 +57,7 @@ def gp_y(sweep: Any, items: list[dict[str, Any]]) -> list[float]:
     return [float(v) for v in y]
 
 
+@pytest.mark.xfail(strict=True, reason="rev14 finding 3, open: bayes observations carry no history, so impute: latest reads none — needs the compact history stored when a trial ends (issue 14)")
 def test_impute_latest_gives_an_early_stopped_trial_its_last_reported_value_not_zero() -> None:
     # GIVEN two finished trials (losses 1.0 and 2.0) and one hyperband-stopped trial whose last
     # reported loss was 5.0 (the tick keeps it as the trial item's metrics: "what it reached")
@@ -70,6 +71,7 @@ def test_impute_latest_gives_an_early_stopped_trial_its_last_reported_value_not_
     assert y[2] == pytest.approx(5.0), f"early-stopped trial imputed as {y[2]} (W&B: its latest value 5.0)"
 
 
+@pytest.mark.xfail(strict=True, reason="rev14 finding 4, open: running trials' histories are not read for bayes observations (issue 14)")
 def test_impute_while_running_latest_uses_the_running_trials_reported_history() -> None:
     # GIVEN a finished trial (loss 1.0) and a running one that has reported 3.0, 4.0 so far (in the
     # metrics table; its trial item has no metrics until it ends)
@@ -80,6 +82,7 @@ def test_impute_while_running_latest_uses_the_running_trials_reported_history() 
     assert len(y) == 2 and y[1] == pytest.approx(4.0), f"running trial fitted at {y[1:]} (W&B: 4.0)"
 
 
+@pytest.mark.xfail(strict=True, reason="rev14 finding 5, open: a finished trial is observed at its final value, W&B takes the best of history and summary (issue 14)")
 def test_a_finished_trial_counts_as_the_best_value_of_its_history_as_in_wandb() -> None:
     """W&B: y = metric_extremum(history + summary). A trial whose loss went 1.0 → 0.2 → 0.6 counts
     as 0.2 in W&B's GP; sweepq passes only the final summary (0.6). The trial item does not even

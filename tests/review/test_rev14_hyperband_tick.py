@@ -45,6 +45,10 @@ def test_one_history_position_of_nine_digits_does_not_cost_the_tick_a_list_that_
     series = history_series(item, "eval/loss")
     assert len(series) <= MAX_POSITIONS, f"one item made a {len(series):,}-entry history (999,999,999 is accepted)"
     assert len(values_of(item, "eval/loss")) <= MAX_POSITIONS
+    # (fixed: positions from MAX_POSITION on are not read; the item itself stays valid)
+    far = verify(raw_item(sid, 0, {"0": {"eval/loss": 0.9}, "999999999": {"eval/loss": 0.1}}), kind=KIND,
+                 job=job_name(sid, 0, 1), attempt=1)
+    assert history_series(far, "eval/loss") == [0.9]
 
 
 # ------------------------------------------------------------------ tick-level
@@ -83,6 +87,7 @@ def hyperband_spec(n: int) -> dict:
     return spec
 
 
+@pytest.mark.xfail(strict=True, reason="rev14 finding 6, open: ended trials' metrics items are read again at every evaluation; the fix is to keep a compact band history on the trial item when it ends (hyperband.py step 4) — issue 14")
 def test_a_stopped_trials_later_write_does_not_decide_other_trials_fates(aws, kube) -> None:
     """hyperband.py's contract: a terminal trial contributes what it had when it ended (``compact``,
     'a finished trial's metrics item is never read again'). early_stop.py re-reads every ended
