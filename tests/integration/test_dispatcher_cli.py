@@ -36,6 +36,7 @@ def run(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_bootstrap_tick_and_run_speak_json(aws_env: None) -> None:
     boot = json.loads(run("bootstrap", "-o", "json").stdout)
     assert boot["table"] == "sweepq" and boot["queue_url"].endswith("/sweepq")
@@ -53,6 +54,7 @@ def test_bootstrap_tick_and_run_speak_json(aws_env: None) -> None:
     assert text.stdout.startswith("accepted 0, rejected 0, launched 0, running 0")
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_bootstrap_makes_the_metrics_table_and_the_wake_queue_once(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     import boto3
 
@@ -76,6 +78,7 @@ def test_bootstrap_makes_the_metrics_table_and_the_wake_queue_once(aws_env: None
     assert sorted(url.rsplit("/", 1)[1] for url in queues) == ["other", "other-dlq", "sweepq", "sweepq-dlq", "sweepq-wake"]
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_sdk_logs_are_quiet_unless_verbose(aws_env: None) -> None:
     run("bootstrap")
     quiet = run("tick")
@@ -101,6 +104,7 @@ def test_an_invalid_setting_is_a_configuration_error(aws_env: None, monkeypatch:
     assert "SWEEPQ_MAX_RUNNING: 'lots' is not a valid int" in json.loads(result.stdout)["error"]["message"]
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_local_stack_prints_the_environment_as_json_then_serves() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SWEEPQ_", "AWS_"))}
     stack = subprocess.Popen([sys.executable, "-m", "dispatcher.cli", "local-stack", "--port", "0", "-o", "json"],

@@ -66,6 +66,7 @@ class World:
         return self.store.get_trial(sweep_id, index)
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_hyperband_stops_losers_at_the_band_frees_their_slots_and_counts_ended_trials(aws, kube) -> None:
     w = World(aws, kube, max_running=3)
     sid = submit(w.queue, hyperband_spec("hb", 5))
@@ -119,6 +120,7 @@ def test_hyperband_stops_losers_at_the_band_frees_their_slots_and_counts_ended_t
     assert names == {job_name(sid, i, 1) for i in (0, 1, 4)}
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_nothing_is_stopped_before_the_first_band_or_without_a_metrics_reader(aws, kube) -> None:
     w = World(aws, kube, max_running=3)
     sid = submit(w.queue, hyperband_spec("hb", 3))
@@ -140,6 +142,7 @@ def test_nothing_is_stopped_before_the_first_band_or_without_a_metrics_reader(aw
     assert report.early_stopped == 1 and w.trial(sid, 2)["state"] == "EARLY_STOPPED"
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_a_metrics_item_of_another_attempt_cannot_stop_a_trial(aws, kube) -> None:
     w = World(aws, kube, max_running=3)
     sid = submit(w.queue, hyperband_spec("hb", 3))

@@ -54,6 +54,7 @@ def test_without_the_engine_a_bayes_sweep_is_refused_with_the_fix(world, monkeyp
     assert kube.list_objects(KIND) == []
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_a_sweep_with_hyperband_runs_with_the_block_stored(world) -> None:
     store, queue, kube, dispatcher = world
     spec = grid_spec("hb", 2, 1, early_terminate={"type": "hyperband", "min_iter": 2, "eta": 2})

@@ -42,6 +42,7 @@ def running_per_team(kube, teams: dict[str, str]) -> Counter:
     return Counter(teams[j["metadata"]["labels"][LABEL_SWEEP_ID]] for j in live)
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_two_teams_with_five_and_one_sweeps_share_a_cap_of_six_three_and_three(world, kube):
     store, queue, dispatcher = world
     # GIVEN team vision submits 5 sweeps and team nlp 1 (issue 15: the old planner ran vision 5, nlp 1)
@@ -114,6 +115,7 @@ def test_an_elastic_sweep_wider_than_the_gpu_cap_launches_at_the_size_the_cap_al
     assert (live["0"]["nodes"], live["1"]["nodes"]) == (2, 4)
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_a_team_quota_and_weights_from_the_operator_policy_bound_and_share_the_cap(aws, kube):
     # GIVEN vision weighs 2 with a quota of 3 jobs, nlp weighs 1 and research 1, under a cap of 6
     policy = Policy.from_data({"teams": {
@@ -135,6 +137,7 @@ def test_a_team_quota_and_weights_from_the_operator_policy_bound_and_share_the_c
     assert report.launched == 8
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_a_paused_sweep_gets_none_of_the_freed_slots_its_running_trials_go_on_and_resume_continues_it(world, kube):
     store, queue, dispatcher = world
     # GIVEN vision's 5 sweeps and nlp's 1 share a cap of 6: 3 and 3

@@ -55,6 +55,7 @@ def test_one_live_entry_is_within_its_documented_bound():
     assert item_size(entry) + 1 <= MAX_LIVE_ENTRY_BYTES, item_size(entry)
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 @pytest.mark.parametrize("live", [MAX_LIVE_PER_SWEEP, 10_000])
 def test_the_meta_item_at_the_live_bound_fits_and_an_unbounded_map_would_not(aws, live, capsys):
     client = aws.client("dynamodb")

@@ -76,6 +76,7 @@ def run_until_complete(w, *, evict_once: bool, max_ticks: int = 30) -> dict[str,
     raise AssertionError(f"sweep not complete after {max_ticks} ticks: {w.store.get_sweep(w.sweep)}")
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_quota_two_cap_eight_six_trials_two_run_at_a_time_and_an_eviction_resumes_the_same_job(world) -> None:
     w = world
     # WHEN the first tick launches
@@ -106,6 +107,7 @@ def test_quota_two_cap_eight_six_trials_two_run_at_a_time_and_an_eviction_resume
         assert env["WANDB_RUN_ID"] == name.rsplit("-a", 1)[0] and env["SWEEPQ_ATTEMPT"] == "1"
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_jobs_waiting_for_quota_are_not_cancelled_past_start_timeout(world) -> None:
     w = world
     w.dispatcher.tick()

@@ -187,6 +187,7 @@ def test_submit_twice_starts_one_process(backend: LocalBackend, records: Path, t
     assert backend.log_path("sw1-t0-a1").read_text().count("started trial pid") == 1
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_restarted_dispatcher_finds_running_job_and_its_exit_code(records: Path, tmp_path: Path) -> None:
     # GIVEN a dispatcher process that submits a trial and exits while it runs
     state = tmp_path / "state"
@@ -278,6 +279,7 @@ def test_crash_between_claim_and_spawn_fails_as_never_started(records: Path, tmp
     assert restarted.observe()["sw1-t0-a1"].reason == "never started"
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_torchrun_two_workers_get_verbatim_args(backend: LocalBackend, records: Path) -> None:
     request = make_request(records, *NASTY_ARGS, launcher="torchrun", nproc=2)
     backend.submit(backend.dryrun(request))
@@ -289,6 +291,7 @@ def test_torchrun_two_workers_get_verbatim_args(backend: LocalBackend, records: 
     assert all(w["argv"][1:] == ["--record", str(records), *NASTY_ARGS] for w in workers)
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_torchrun_cancel_leaves_no_worker_alive(backend: LocalBackend, records: Path) -> None:
     backend.submit(backend.dryrun(make_request(records, "--sleep", "60", launcher="torchrun", nproc=2)))
     workers = read_records(records, 2, "trial")

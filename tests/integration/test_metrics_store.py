@@ -74,6 +74,7 @@ def test_a_table_of_that_name_with_another_key_is_a_config_error(ddb):
         MetricsStore("sweepq", ddb).create_table()
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_predictable_kinds_are_read_with_one_batch_get_per_hundred_jobs(ddb, store, calls):
     # GIVEN 150 pytorchjob / elasticjob / local jobs, each with its first pod's item (and a second pod's)
     refs = []
@@ -173,5 +174,6 @@ def test_unprocessed_keys_are_retried_then_reported_unread(ddb, store, calls):
     assert calls["BatchGetItem"] == 5  # MAX_BATCH_ROUNDS
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_reading_no_jobs_makes_no_call(store, calls):
     assert len(store.read([])) == 0 and dict(calls) == {}

@@ -113,6 +113,7 @@ def test_hostile_bodies_are_judged_by_the_real_sender_and_the_benign_one_launche
         assert key["valueFrom"]["secretKeyRef"]["name"] == "wandb-vision"
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_only_the_submitter_and_operators_may_cancel_a_sweep(world) -> None:
     w = world
     sweep_id = w.send("mine", {"wandb_secret": "wandb-vision"})
@@ -147,6 +148,7 @@ def test_the_submitter_cancels_its_own_sweep_through_the_queue(world) -> None:
     assert report.errors == [] and w.store.get_sweep(sweep_id)["state"] == "CANCELLED"
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_a_stored_sweep_the_policy_no_longer_allows_launches_nothing_until_the_grant_is_back(world) -> None:
     w = world
     w.dispatcher.settings = w.dispatcher.intake.settings = Settings.load(
@@ -173,6 +175,7 @@ def test_a_stored_sweep_the_policy_no_longer_allows_launches_nothing_until_the_g
     assert "policy_hold" not in w.store.get_sweep(sweep_id)
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_only_the_submitter_and_operators_may_pause_or_resume_a_refusal_is_noted_for_status(world) -> None:
     w = world
     sweep_id = w.send("pausable", {"wandb_secret": "wandb-vision"})

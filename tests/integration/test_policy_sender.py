@@ -75,6 +75,7 @@ HOSTILE = {
 }
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_hostile_bodies_next_to_a_benign_one_are_judged_by_the_real_sender(queue) -> None:
     sqs, url = queue
     sqs.send_message(QueueUrl=url, MessageBody=body("benign", {"wandb_secret": "wandb-vision",

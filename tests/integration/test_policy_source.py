@@ -80,6 +80,7 @@ def ssm(aws):
     return client
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_an_ssm_parameter_is_read_at_most_every_refresh_and_reparsed_on_a_new_version(aws, ssm) -> None:
     calls: list[str] = []
     ssm.meta.events.register("before-call.ssm.GetParameter", lambda **_: calls.append("get"))
@@ -117,6 +118,7 @@ def test_a_missing_parameter_or_an_invalid_policy_fails_closed(aws, ssm) -> None
         PolicySource("ssm:/sweepq/policy")
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_a_missing_parameter_is_asked_for_once_per_refresh_then_adopted_once_created(aws, ssm) -> None:
     # every sweep of every tick reads the policy: a missing parameter must not become one SSM call each
     calls: list[str] = []
@@ -163,6 +165,7 @@ def test_access_denied_is_a_configuration_error(aws, ssm) -> None:
         PolicySource("ssm:/sweepq/policy", ssm_client=ssm).get()
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_an_invalid_version_fails_closed_until_the_version_changes_even_through_read_errors(aws, ssm) -> None:
     """rev11p #8: an invalid new version is raised on every call — within the refresh interval
     without reading, after it when SSM says the same version, and when SSM throttles — never the

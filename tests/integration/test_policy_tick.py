@@ -85,6 +85,7 @@ HOSTILE: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_hostile_bodies_are_rejected_with_reasons_and_the_benign_sweeps_complete(world) -> None:
     w = world
     benign = submit(w.queue, grid_spec("benign", 1, 2))
@@ -129,6 +130,7 @@ def test_hostile_bodies_are_rejected_with_reasons_and_the_benign_sweeps_complete
     assert [w.store.get_sweep(s)["state"] for s in (benign, benign_template)] == ["COMPLETED", "COMPLETED"]
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_a_template_that_hides_gpus_from_the_caps_is_rejected_at_intake(world) -> None:
     w = world
     hidden = {**WORKERS, "spec": {"replicatedJobs": [{**WORKERS["spec"]["replicatedJobs"][0], "replicas": 4}]}}

@@ -93,6 +93,7 @@ def _three_trials(world: World, tmp_path: Path) -> tuple[str, Path]:
     return sweep_id, log
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_trials_table_has_parameters_metric_partial_marks_and_the_cause(world: World, tmp_path: Path) -> None:
     sweep_id, log = _three_trials(world, tmp_path)
     doc = json.loads(run("status", sweep_id, "--trials", "-o", "json").stdout)
@@ -111,6 +112,7 @@ def test_trials_table_has_parameters_metric_partial_marks_and_the_cause(world: W
     assert f"exit code 2: {TRAINER_ERROR}" in block and f"log: {log}" in block
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_trials_that_failed_the_same_way_are_grouped(world: World, tmp_path: Path) -> None:
     sweep_id = submit("--max-retries", "0", "--max-concurrent", "4")
     world.dispatcher.tick()
@@ -124,6 +126,7 @@ def test_trials_that_failed_the_same_way_are_grouped(world: World, tmp_path: Pat
     assert len(rows) == 4 and all("exit code 2: trainer: error:" in line for line in rows)  # each row's cell
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_sort_and_top(world: World, tmp_path: Path) -> None:
     sweep_id, _ = _three_trials(world, tmp_path)
     top = json.loads(run("status", sweep_id, "--trials", "--top", "1", "-o", "json").stdout)["trials"]
@@ -188,6 +191,7 @@ def test_logs_of_a_kubernetes_trial_gives_the_kubectl_commands(monkeypatch: pyte
     ],
     ids=["not-found", "bad-id", "bad-flag-value", "missing-file", "cancel-unknown", "logs-unknown", "no-table"],
 )
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_errors_are_one_json_object_on_stdout(world: World, args: list[str], code: int, kind: str) -> None:
     result = run(*args, "-o", "json")
     assert result.exit_code == code, result.output

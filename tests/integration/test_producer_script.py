@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 HUGE = ROOT / "tests" / "data" / "specs" / "good" / "huge-grid.yaml"
 MAIN = "from producer.cli import main; main()"
@@ -22,6 +24,7 @@ def producer(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
                           cwd=ROOT, timeout=60)
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_invalid_file_exit_1_one_line_per_problem_no_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("method: grid\nparameters: {lr: {values: []}}\n")
@@ -35,6 +38,7 @@ def test_invalid_file_exit_1_one_line_per_problem_no_traceback(tmp_path: Path) -
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "SpecError" in debug.stderr
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_expand_into_a_closed_pipe_is_success() -> None:
     # GIVEN `producer expand <10^9 grid> | head -1`
     expand = subprocess.Popen([sys.executable, "-c", MAIN, "expand", str(HUGE), "--max-grid-size", str(10**9)],

@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from dispatcher.backends import make_backend
 from dispatcher.core.jobs import JobPhase, LaunchRequest, TrialCommand
 from dispatcher.core.launch import LaunchSettings
@@ -25,6 +27,7 @@ def request(kind: str, index: int = 0, **launch: Any) -> LaunchRequest:
     )
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_review_a_running_trainjob_whose_container_restarts_reads_pending_and_is_cancelled(kube) -> None:
     """Attack: a 2-node TrainJob on the default runtime (``SWEEPQ_TRAINJOB_RUNTIME=torch-distributed``:
     JobSet defaults its pods to ``restartPolicy: OnFailure``, the Job to ``backoffLimit: 6``) has run

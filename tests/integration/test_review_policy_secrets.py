@@ -61,6 +61,7 @@ def table_text(w: Any) -> str:
     pytest.param({"env": {"HF-TOKEN": SECRET}}, id="dashed-secret-name"),
     pytest.param({"env": {"OPENAI API KEY": SECRET}}, id="spaced-secret-name"),
 ])
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_a_refused_env_secret_is_copied_into_the_table_or_the_log(world, caplog, launch) -> None:
     """Attack/mistake: a researcher's raw body carries a secret in ``env`` in a shape other than a
     mapping of valid names: a ``KEY=VALUE`` string (``_one_problem`` echoes ``repr(value)`` into the
@@ -88,6 +89,7 @@ INLINE = {"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec":
     pytest.param({"kind": "template", "template": [INLINE["spec"]["template"]["spec"]]}, id="pod-spec-in-a-list"),
     pytest.param({"kind": "template", "template": json.dumps(INLINE)}, id="manifest-as-a-json-string"),
 ])
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_an_inline_manifest_of_another_shape_is_stored_in_the_table(world, caplog, launch) -> None:
     """Attack: SECURITY.md "an inline manifest … is refused by validation and not even stored in the
     REJECTED record"; the brief's "an inline manifest under any shape". ``redact_secret_env`` drops

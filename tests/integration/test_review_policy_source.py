@@ -22,6 +22,7 @@ def ssm(aws):
     return client
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_an_invalid_new_ssm_version_is_replaced_by_the_old_policy_on_the_next_call(aws, ssm) -> None:
     """Attack/defect: version 1 (loose) is loaded; the operator puts version 2, invalid. The first
     ``get()`` raises (good), but ``_from_ssm`` has already set ``_checked_at = now`` while

@@ -31,6 +31,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="needs torchrun")
 def test_review_training_operator_v1_7_runs_one_worker_per_node_instead_of_nproc_per_node(tmp_path) -> None:
     """Attack: a trial with ``nproc_per_node: 4`` as an elastic PyTorchJob on Training Operator v1.7.0.

@@ -99,6 +99,7 @@ def test_submit_registers_the_sweep_and_every_trial_attaches_to_it(world: World,
     assert stored.wandb_sweep_id == created["name"]
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_the_w_and_b_key_never_enters_a_message_an_item_or_a_log(world: World, standin: WandbStandIn, caplog,
                                                                    capfd, tmp_path: Path) -> None:
     # GIVEN a planted key, every log at DEBUG (ours, W&B's SDK's, boto's)
@@ -141,6 +142,7 @@ def test_without_credentials_nothing_changes(world: World, monkeypatch: pytest.M
     assert envs and not any("WANDB_SWEEP_ID" in env or "WANDB_ENTITY" in env for env in envs.values())
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_no_wandb_sweep_the_team_default_and_dry_run_never_register(world: World, standin: WandbStandIn,
                                                                      tmp_path: Path, monkeypatch) -> None:
     # --no-wandb-sweep: credentials, but nothing registered
@@ -175,6 +177,7 @@ def test_an_explicit_request_that_w_and_b_refuses_is_exit_3_and_sends_nothing(wo
     assert world.queued() == 0
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_an_automatic_registration_that_fails_warns_and_sends_without(world: World, monkeypatch, caplog) -> None:
     with WandbStandIn(api_key=KEY, refuse=True) as server:
         monkeypatch.setenv("WANDB_BASE_URL", server.url)
@@ -199,6 +202,7 @@ def test_an_explicit_request_without_credentials_is_exit_3_before_any_w_and_b_ca
         assert not server.requests and world.queued() == 0  # the SDK never got to ask for a key on the terminal
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_a_given_w_and_b_sweep_is_attached_to_as_given(world: World, standin: WandbStandIn) -> None:
     sweep_id = submit("--wandb-sweep-id", "f2ffjhx1", "--wandb-entity", "vision", "--wandb-project", "detr")
     assert not standin.sweeps  # nothing registered: the researcher named W&B's sweep

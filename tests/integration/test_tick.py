@@ -233,6 +233,7 @@ def test_a_tick_that_finds_the_lease_taken_marks_it_dirty_so_the_holder_ticks_ag
     assert w.store.acquire_lease("B", now=w.clock(), seconds=60)
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_the_holder_runs_another_round_when_marked_dirty_during_its_tick(world):
     w = world
     d = w.dispatcher(owner="A")

@@ -92,6 +92,7 @@ def test_final_metrics_go_onto_the_trial_item_and_pick_the_best(world):
     "another trial's id",    # its own job, trial 0's trial id
     "another attempt",       # its own job, attempt 2
 ])
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_a_trials_forged_metrics_for_another_trial_are_ignored(world, caplog, forgery):
     # (pytorchjob: the reader gets each job's first pod by key, and an item's key is its pod, so
     # the pod check matters for the kinds read through the index: the batch Job test below)
@@ -163,6 +164,7 @@ LONG = "m" * 200  # a valid metric name (≤ 256) too long to copy onto the tria
     ({"owner": "me"}, "unread"),             # outside the contract: never read (the reads project)
     ({"job": "j" * 2000}, None),
 ])
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_garbage_metrics_are_ignored_with_a_logged_reason_and_never_fail_the_tick(world, caplog, garbage, recorded):
     w = world
     caplog.set_level(logging.WARNING)
@@ -195,6 +197,7 @@ def test_garbage_metrics_are_ignored_with_a_logged_reason_and_never_fail_the_tic
         assert trials[0]["metrics"] == recorded
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_without_the_metrics_table_the_trial_waits_for_it_and_then_records_its_metrics(world):
     w = world
     report_final_metrics(w.aws, w.settings, w.jobs[0], {"eval/accuracy": GOOD})
@@ -221,6 +224,7 @@ def test_without_the_metrics_table_the_trial_waits_for_it_and_then_records_its_m
     assert w.store.get_sweep(w.sweep_id)["best"]["value"] == GOOD
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_numbers_keep_their_value_from_the_metrics_table_to_the_trial_item(world):
     w = world
     report_final_metrics(w.aws, w.settings, w.jobs[0], {"eval/accuracy": Decimal("0.9412345678901234"),

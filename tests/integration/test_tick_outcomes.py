@@ -51,6 +51,7 @@ def disrupted() -> dict:
     return status
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_a_disruption_costs_no_retry_and_the_same_error_twice_ends_the_trial(world) -> None:
     w = world
     sid = submit(w.queue, grid_spec("flaky", 1, 1), {"kind": KIND, "gpus_per_node": 0, "max_retries": 5})

@@ -49,6 +49,7 @@ def argv_of(tmp_path: Path, nodes: int, nproc: int) -> tuple[list[str], dict[str
     return argv, env
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_one_node_needs_no_dns_for_its_own_name(tmp_path) -> None:
     """``--standalone``: the rendezvous is local, so the node never resolves PET_MASTER_ADDR (its
     headless-Service record may not be published yet)."""
@@ -61,6 +62,7 @@ def test_one_node_needs_no_dns_for_its_own_name(tmp_path) -> None:
         ["worker 0 of 2", "worker 1 of 2"]
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_two_nodes_meet_through_trainers_static_rendezvous(tmp_path) -> None:
     """Node rank 0 hosts the store at PET_MASTER_ADDR:PET_MASTER_PORT because of its rank (not by
     resolving its own name), node 1 connects: one world of nodes × workers."""

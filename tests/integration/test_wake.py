@@ -49,6 +49,7 @@ def loop(aws, kube):
         t.join(timeout=0.1)
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_a_finished_job_is_replaced_within_seconds_not_at_the_next_interval(loop):
     # GIVEN a 2-trial sweep, a global cap of 1 and a 300 s interval
     submit(loop.queue, grid_spec("topup", 1, 2))
@@ -63,6 +64,7 @@ def test_a_finished_job_is_replaced_within_seconds_not_at_the_next_interval(loop
     assert time.monotonic() - started < 15 < 300
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_a_wake_storm_coalesces_into_few_ticks(loop):
     submit(loop.queue, grid_spec("storm", 1, 1))
     loop.start()

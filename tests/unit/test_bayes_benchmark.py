@@ -24,6 +24,7 @@ def run(tmp_path: Path, *args: str) -> tuple[str, dict]:
     return done.stdout, json.loads(out.read_text())
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_gp_fits_per_suggestion_and_points_per_fit_follow_w_and_bs_engine(tmp_path: Path) -> None:
     # GIVEN 10 finished trials and 2 running, a tick with 2 free slots
     stdout, result = run(tmp_path, "--finished", "10", "--running", "2", "--slots", "2", "--repeats", "1")
@@ -38,6 +39,7 @@ def test_gp_fits_per_suggestion_and_points_per_fit_follow_w_and_bs_engine(tmp_pa
     assert row["ours_s"] > 0 and row["wandb_s"] > 0 and row["peak_bytes"] > 0
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_without_running_trials_there_is_one_fit(tmp_path: Path) -> None:
     _, result = run(tmp_path, "--finished", "10", "--running", "0", "--slots", "1", "--repeats", "1")
     [row] = result["rows"]

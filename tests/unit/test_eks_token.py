@@ -65,6 +65,7 @@ def test_token_is_cached_until_refresh_time(sts) -> None:
     assert source.expires_at == 1_000.0 + REFRESH_AFTER_S + 15 * 60
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_describe_cluster_gives_endpoint_and_ca_and_names_the_fix_when_missing(aws) -> None:
     eks = aws.client("eks")
     iam = aws.client("iam")

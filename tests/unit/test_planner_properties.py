@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from planning import Cluster, KueueJob, record
@@ -112,6 +113,7 @@ def eligible(r, caps, policy, held):
             and not fit_problems(r.launch, team=policy.team_of(r), policy=policy, caps=caps))
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 @PROFILE
 @given(worlds())
 def test_a_plan_never_exceeds_a_cap_or_quota_and_launches_only_valid_attempts(world):
@@ -159,6 +161,7 @@ def test_a_plan_never_exceeds_a_cap_or_quota_and_launches_only_valid_attempts(wo
             assert sum(per[s][2] for s in members) + new <= min(bounds)
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 @PROFILE
 @given(worlds())
 def test_a_plan_is_work_conserving_except_for_what_a_reservation_holds(world):
@@ -243,6 +246,7 @@ def fill(world, rounds=3):
         world.tick()
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 @PROFILE
 @given(wide_arrivals())
 def test_a_top_priority_wide_trial_starts_exactly_when_the_freed_gpus_cover_what_it_lacked(arrival):
@@ -269,6 +273,7 @@ def test_a_top_priority_wide_trial_starts_exactly_when_the_freed_gpus_cover_what
     assert [l.gpus for l in plan.launches if l.sweep_id == "wide"] == [wide_gpus]
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 @PROFILE
 @given(wide_arrivals(), st.sampled_from([1, 2]))
 def test_a_wide_trial_of_a_team_with_nothing_running_starts_when_the_freed_gpus_cover_what_it_lacked(arrival, weight):

@@ -305,6 +305,7 @@ def test_body_over_256_kib_is_refused(tmp_path: Path) -> None:
     assert len(result.stderr.splitlines()) == 1
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_unreachable_aws_is_exit_3_without_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")

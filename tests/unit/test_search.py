@@ -90,6 +90,7 @@ def test_a_suggestion_lies_in_the_space_with_the_files_types_and_nesting() -> No
         json.dumps(s.info)
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_same_observations_and_seed_give_the_same_suggestions_and_numpy_is_left_alone() -> None:
     sweep = bayes()
     obs = run_loop(sweep, 5)
@@ -165,6 +166,7 @@ def test_running_and_claimed_trials_are_fantasised_unless_impute_while_running()
     assert list(y) == [1.0, 3.0] and len(current) == 1
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_suggestions_move_toward_the_better_region() -> None:
     # GIVEN a smooth objective in log(lr) and a fixed seed schedule (deterministic)
     sweep = bayes(parameters={"lr": SPACE["lr"]})

@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_two_teams_benchmark_compares_the_planners_and_writes_the_plot(tmp_path):
     out, plot = tmp_path / "teams.json", tmp_path / "teams.png"
     argv = ["--teams", "--quick", "--plot", str(plot), "--json", str(out)]
