@@ -76,6 +76,7 @@ def world(aws, kube):
     return World(aws, kube)
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_a_bayes_sweep_is_accepted_and_its_trials_get_stored_suggestions_that_move_with_results(world) -> None:
     w = world
     spec = bayes_spec(run_cap=6)
@@ -149,6 +150,7 @@ class CreateFails:
         return self.backend.submit(dryrun)
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_a_claimed_bayes_trial_whose_create_failed_is_recreated_with_its_stored_parameters(world) -> None:
     w = world
     spec = bayes_spec(run_cap=2)

@@ -47,6 +47,7 @@ def test_submit_round_trip(world: World) -> None:
     assert msg.submitter == MOTO_ARN and msg.source == "sweep.yaml"
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_submit_text_says_how_to_watch(world: World) -> None:
     result = run("submit", str(EXAMPLE), "--queue-url", world.url)
     assert result.exit_code == 0, result.output
@@ -55,6 +56,7 @@ def test_submit_text_says_how_to_watch(world: World) -> None:
     assert f"producer status {sweep_id}" in result.stdout
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_retried_submit_with_the_same_key_is_one_sweep(world: World) -> None:
     first = submit("--idempotency-key", "ci-build-4711")
     second = submit("--idempotency-key", "ci-build-4711")
@@ -70,6 +72,7 @@ def test_dry_run_sends_nothing(world: World) -> None:
     assert world.queued() == 0
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_missing_queue_is_exit_3(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SWEEPQ_QUEUE_NAME", "no-such-queue")
     result = run("submit", str(EXAMPLE))
@@ -80,6 +83,7 @@ def test_missing_queue_is_exit_3(world: World, monkeypatch: pytest.MonkeyPatch) 
 
 # -- status / list --------------------------------------------------------------------------------
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_status_follows_the_dispatcher(world: World) -> None:
     sweep_id = submit()
     world.dispatcher.tick()  # accepts the sweep and launches max_concurrent = 2 trials
@@ -119,6 +123,7 @@ def test_status_follows_the_dispatcher(world: World) -> None:
     assert row == ["1", "16", "0.0003", "SUCCEEDED", "1", "0.7500"]
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_status_defaults_to_the_newest_sweep(world: World) -> None:
     submit()
     newest = submit()
@@ -126,6 +131,7 @@ def test_status_defaults_to_the_newest_sweep(world: World) -> None:
     assert json.loads(run("status", "-o", "json").stdout)["sweep_id"] == newest
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_rejected_sweep_shows_its_reason(world: World) -> None:
     # GIVEN a sweep whose kind this dispatcher does not run
     sweep_id = submit("--kind", "pytorchjob")
@@ -152,6 +158,7 @@ def test_missing_table_is_exit_3(world: World) -> None:
     assert "table not found" in result.stderr and "Traceback" not in result.output
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_list_newest_first(world: World) -> None:
     assert "no sweeps in table sweepq" in run("list").stdout
     first = submit()
@@ -169,6 +176,7 @@ def test_list_newest_first(world: World) -> None:
 
 # -- cancel ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_cancel_is_a_message_the_dispatcher_acts_on(world: World) -> None:
     sweep_id = submit()
     world.dispatcher.tick()
@@ -188,6 +196,7 @@ def test_cancel_is_a_message_the_dispatcher_acts_on(world: World) -> None:
     assert world.queued() == 0
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_cancel_of_an_unknown_id_exits_4_and_leaves_nothing(world: World) -> None:
     # GIVEN a mistyped id: neither in the table nor sent from this machine
     result = run("cancel", "mistyped-abcdefgh")
@@ -223,6 +232,7 @@ def test_cancel_force_sends_for_an_id_queued_elsewhere(world: World) -> None:
 
 # -- pause / resume -------------------------------------------------------------------------------
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_pause_and_resume_are_messages_the_dispatcher_acts_on_and_status_shows_paused(world: World) -> None:
     sweep_id = submit()
     world.dispatcher.tick()

@@ -56,6 +56,7 @@ def test_expand_skips_the_sweeps_side_over_its_cap_and_says_so(tmp_path):
     assert "sweeps skipped: k=90" in stdout
 
 
+@pytest.mark.slow  # > 2 s: not in `scripts/test.sh --fast`
 def test_tick_counts_calls_per_operation_and_they_follow_the_formula(tmp_path):
     # GIVEN 1 sweep / 2 jobs, then the same with 3 finished jobs kept on the cluster
     stdout, result = run_benchmark(tmp_path, "tick.py", "--scenarios", "1x2:4+3")
