@@ -27,6 +27,13 @@ SWEEP = "bert-lr-abcdefgh"
 
 @pytest.fixture
 def standin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[WandbStandIn]:
+    # W&B's SDK keeps one process-wide singleton (settings, service, and WANDB_SERVICE in the
+    # environment naming the service's socket): a test that ran W&B offline earlier in this process
+    # left it set up, and this run would come up offline too. Tear it down first — before the
+    # environment is saved below, or monkeypatch would restore the dead service's WANDB_SERVICE
+    # afterwards and the next test's W&B would connect to a socket that is gone.
+    wandb.teardown()
+    os.environ.pop("WANDB_SERVICE", None)
     for name in [k for k in os.environ if k.startswith(("WANDB_", "SWEEP", "TRIAL_"))] + ["NETRC"]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
@@ -36,8 +43,11 @@ def standin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[WandbSt
     with WandbStandIn(api_key=KEY) as server:
         monkeypatch.setenv("WANDB_BASE_URL", server.url)
         monkeypatch.setenv("WANDB_API_KEY", KEY)  # what the pod gets from the wandb Secret
-        yield server
-    wandb.teardown()
+        try:
+            yield server
+        finally:  # while the stand-in still answers; and no WANDB_SERVICE of ours outlives the test
+            wandb.teardown()
+            os.environ.pop("WANDB_SERVICE", None)
 
 
 def test_the_trainers_run_appears_under_the_w_and_b_sweep(standin: WandbStandIn, monkeypatch, tmp_path) -> None:
