@@ -29,14 +29,19 @@ class Received:
     sender_id: str = ""  # SQS SenderId (IAM user id / role id:session) of who sent it; C4 groundwork
 
 
-def _translate(exc: Exception, what: str) -> SweepqError:
+MISSING_SWEEP_QUEUE = "the queue does not exist — run `dispatcher bootstrap` or set SWEEPQ_QUEUE_URL"
+
+
+def translate_sqs(exc: Exception, what: str, *, missing: str = MISSING_SWEEP_QUEUE) -> SweepqError:
+    """A botocore error → our typed error: throttling/5xx/network → transient (next tick); a queue
+    that does not exist → ConfigError with ``missing`` (what to run or set)."""
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if status >= 500 or "Throttl" in code or code in ("RequestThrottled", "ServiceUnavailable"):
             return TransientError(f"{what}: SQS {code or status}")
         if code in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
-            return ConfigError(f"{what}: the queue does not exist — run `dispatcher bootstrap` or set SWEEPQ_QUEUE_URL")
+            return ConfigError(f"{what}: {missing}")
         return SweepqError(f"{what}: SQS {code}: {exc}")
     return TransientError(f"{what}: {exc}")
 
@@ -50,7 +55,7 @@ def resolve_queue_url(client: Any, *, url: str | None, name: str | None) -> str:
     try:
         return client.get_queue_url(QueueName=name)["QueueUrl"]
     except (ClientError, BotoCoreError) as exc:
-        raise _translate(exc, f"find queue {name!r}") from exc
+        raise translate_sqs(exc, f"find queue {name!r}") from exc
 
 
 def find_queue_url(client: Any, name: str) -> str | None:
@@ -60,9 +65,9 @@ def find_queue_url(client: Any, name: str) -> str | None:
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
             return None
-        raise _translate(exc, f"find queue {name!r}") from exc
+        raise translate_sqs(exc, f"find queue {name!r}") from exc
     except BotoCoreError as exc:
-        raise _translate(exc, f"find queue {name!r}") from exc
+        raise translate_sqs(exc, f"find queue {name!r}") from exc
 
 
 def create_wake_queue(client: Any, name: str) -> str:
@@ -72,7 +77,7 @@ def create_wake_queue(client: Any, name: str) -> str:
             QueueName=name, Attributes={"MessageRetentionPeriod": "86400", "SqsManagedSseEnabled": "true"},
         )["QueueUrl"])
     except (ClientError, BotoCoreError) as exc:
-        raise _translate(exc, f"create queue {name!r}") from exc
+        raise translate_sqs(exc, f"create queue {name!r}") from exc
 
 
 def create_queues(client: Any, name: str, *, visibility_timeout: int = 300) -> tuple[str, str]:
@@ -93,7 +98,7 @@ def create_queues(client: Any, name: str, *, visibility_timeout: int = 300) -> t
             },
         )["QueueUrl"]
     except (ClientError, BotoCoreError) as exc:
-        raise _translate(exc, f"create queue {name!r}") from exc
+        raise translate_sqs(exc, f"create queue {name!r}") from exc
     return url, dlq_url
 
 
@@ -106,7 +111,7 @@ class Queue:
         try:
             return self.client.send_message(QueueUrl=self.url, MessageBody=body)["MessageId"]
         except (ClientError, BotoCoreError) as exc:
-            raise _translate(exc, "send to the sweep queue") from exc
+            raise translate_sqs(exc, "send to the sweep queue") from exc
 
     def receive(self, *, max_messages: int = 10, wait_s: int = 0, visibility_s: int | None = None) -> list[Received]:
         kwargs: dict[str, Any] = {
@@ -120,7 +125,7 @@ class Queue:
         try:
             out = self.client.receive_message(**kwargs)
         except (ClientError, BotoCoreError) as exc:
-            raise _translate(exc, "receive from the sweep queue") from exc
+            raise translate_sqs(exc, "receive from the sweep queue") from exc
         return [
             Received(
                 message_id=m["MessageId"],
@@ -136,7 +141,7 @@ class Queue:
         try:
             self.client.delete_message(QueueUrl=self.url, ReceiptHandle=receipt)
         except (ClientError, BotoCoreError) as exc:
-            raise _translate(exc, "delete a processed message") from exc
+            raise translate_sqs(exc, "delete a processed message") from exc
 
     def drain_triggers(self, *, max_batches: int = 10) -> int:
         """Receive and delete what is on this (wake) queue without parsing it; returns how many.

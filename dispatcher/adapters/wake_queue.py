@@ -23,7 +23,8 @@ from typing import Any, Mapping
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from dispatcher.core.errors import ConfigError, SweepqError, TransientError
+from dispatcher.adapters.queue import translate_sqs
+from dispatcher.core.errors import SweepqError
 from dispatcher.core.identity import is_sweep_id, parse_job_name
 
 log = logging.getLogger(__name__)
@@ -36,17 +37,9 @@ _RECEIVE_MAX = 10  # SQS's ReceiveMessage / DeleteMessageBatch maximum
 
 
 def _translate(exc: Exception, what: str) -> SweepqError:
-    """A botocore error → our typed error: throttling/5xx/network → transient (next tick)."""
-    if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if status >= 500 or "Throttl" in code or code in ("RequestThrottled", "ServiceUnavailable"):
-            return TransientError(f"{what}: SQS {code or status}")
-        if code in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
-            return ConfigError(f"{what}: the wake queue does not exist — run `dispatcher bootstrap` or set "
-                               "SWEEPQ_WAKE_QUEUE_URL")
-        return SweepqError(f"{what}: SQS {code}: {exc}")
-    return TransientError(f"{what}: {exc}")
+    """As the sweep queue's errors (:func:`dispatcher.adapters.queue.translate_sqs`), naming this queue."""
+    return translate_sqs(exc, what, missing="the wake queue does not exist — run `dispatcher bootstrap` or set "
+                                            "SWEEPQ_WAKE_QUEUE_URL")
 
 
 class NotAWake(ValueError):

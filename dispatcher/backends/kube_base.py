@@ -25,6 +25,7 @@ The resource plumbing (``ResourceRef``, ``ResourceClient``, error translation) l
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import logging
 import time
@@ -68,7 +69,7 @@ DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds per API call
 PENDING_DETAIL_AFTER_S = 60.0  # a job pending this long outside Kueue's queue gets its pods' cause
 
 
-class KubeBackend:
+class KubeBackend(abc.ABC):
     """Base of the Kubernetes kinds; subclasses set ``kind``/``resource`` and implement
     :meth:`build` and :meth:`progress`."""
 
@@ -96,11 +97,13 @@ class KubeBackend:
 
     # ---- what a kind supplies
 
-    def build(self, request: LaunchRequest) -> dict[str, Any]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def build(self, request: LaunchRequest) -> dict[str, Any]:
+        """The manifest of one job of this kind."""
 
-    def progress(self, obj: Mapping[str, Any], context: Any) -> Progress:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def progress(self, obj: Mapping[str, Any], context: Any) -> Progress:
+        """Where one listed job of this kind stands (phase, detail)."""
 
     def observe_context(self, items: list[dict[str, Any]], ref: ResourceRef) -> Any:
         """Extra reads a kind needs to judge the listed ``items`` of ``ref`` (ElasticJob: their

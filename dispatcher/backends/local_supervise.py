@@ -26,6 +26,7 @@ working directory, or on ``PYTHONPATH``.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import logging
@@ -308,10 +309,8 @@ class Supervisor:
         started = time.monotonic()
         killed = False
         while True:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):  # still running: check the limits, wait again
                 return child.wait(timeout=_POLL_S * 5)
-            except subprocess.TimeoutExpired:
-                pass
             now = time.monotonic()
             if self.max_runtime is not None and now - started > self.max_runtime:
                 self._request_termination(f"max_runtime {self.max_runtime:g}s exceeded")
