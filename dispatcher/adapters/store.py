@@ -199,16 +199,26 @@ class Store(LeaseOps, SweepWrites):
             kwargs["ExclusiveStartKey"] = out["LastEvaluatedKey"]
 
     def batch_get_sweeps(self, sweep_ids: Iterable[str]) -> list[dict[str, Any]]:
-        """META items by id, read strongly. UnprocessedKeys (throttling) are retried with
-        exponential backoff and jitter; after :data:`BATCH_TRIES` rounds the read fails as
+        """META items by id, read strongly (:meth:`_batch_get`)."""
+        return self._batch_get("read sweeps", [sweep_key(s) for s in dict.fromkeys(sweep_ids)])
+
+    def batch_get_trials(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict[str, Any]]:
+        """TRIAL items by (sweep id, index), read strongly (:meth:`_batch_get`): one call per 100."""
+        wanted = list(dict.fromkeys(keys))
+        found = self._batch_get("read trials", [trial_key(s, i) for s, i in wanted])
+        return {(str(item["pk"]).removeprefix("SWEEP#"), int(item["index"])): item for item in found
+                if "index" in item}
+
+    def _batch_get(self, what: str, keys: list[dict[str, str]]) -> list[dict[str, Any]]:
+        """Items by key, read strongly, 100 keys a call. UnprocessedKeys (throttling) are retried
+        with exponential backoff and jitter; after :data:`BATCH_TRIES` rounds the read fails as
         transient — it never spins in a tight loop against a throttled table."""
-        ids = list(dict.fromkeys(sweep_ids))
         found: list[dict[str, Any]] = []
-        for start in range(0, len(ids), 100):
-            keys = [ser(sweep_key(s)) for s in ids[start : start + 100]]
-            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
+        for start in range(0, len(keys), 100):
+            request: dict[str, Any] = {self.table: {"Keys": [ser(k) for k in keys[start : start + 100]],
+                                                    "ConsistentRead": True}}
             for attempt in range(BATCH_TRIES):
-                out = self._call("read sweeps", self.client.batch_get_item, RequestItems=request)
+                out = self._call(what, self.client.batch_get_item, RequestItems=request)
                 found.extend(des(i) for i in out.get("Responses", {}).get(self.table, []))
                 request = out.get("UnprocessedKeys") or {}
                 if not request:
@@ -217,7 +227,7 @@ class Store(LeaseOps, SweepWrites):
                     (self._sleep or time.sleep)(random.uniform(0.5, 1.0) * min(2.0, 0.05 * 2**attempt))
             else:
                 left = len(request.get(self.table, {}).get("Keys", []))
-                raise TransientError(f"read sweeps: {left} keys still unprocessed after {BATCH_TRIES} tries "
+                raise TransientError(f"{what}: {left} keys still unprocessed after {BATCH_TRIES} tries "
                                      "(DynamoDB throttling) — retried next tick")
         return found
 

@@ -14,16 +14,52 @@ make each write exactly-once and scope-safe:
 * a trial's transition requires the attempt it is about;
 * with ``owner`` the transaction also checks that owner's lease (:meth:`Store.transact`).
 
+**One sweep's unit of work** (:meth:`SweepWrites.commit_sweep`). The tick writes everything it
+decided on a sweep in one ``TransactWriteItems``; DynamoDB allows one operation per item in a
+transaction, so the changes (:mod:`dispatcher.core.changes`, in the order decided) are merged:
+
+=========================  ===============================================================
+item                       operation in the sweep's transaction
+=========================  ===============================================================
+``SWEEP#<id>`` / ``META``  one ``Update``: ``live.<i>`` set to each touched trial's last
+                           entry (or removed when it left the live set), ``cursor`` to the
+                           last fresh claim + 1, ``ADD`` each counter by how many trials ended
+                           so, ``best`` the last one decided, ``updated_at``. Condition:
+                           ``list_pk = ACTIVE#<scope>`` AND, per touched trial, what its
+                           *first* change was decided on (a transition: ``live.<i>.attempt``;
+                           a fresh claim: ``attribute_not_exists(live.<i>)``; a retry:
+                           ``live.<i>.attempt`` = the WAITING attempt AND its state WAITING)
+                           AND ``cursor`` = the first fresh claim's index AND, with any claim,
+                           not paused. A later change of the same trial was decided on the
+                           state the earlier one left, so its condition holds by construction.
+``SWEEP#<id>`` / ``TRIAL``  one op per trial: a fresh claim's ``Put`` (``attribute_not_exists``)
+``#<index:010d>``          with what later changes of the same trial set folded in; otherwise
+                           one ``Update`` (``attribute_exists``) whose ``SET``/``REMOVE`` is the
+                           trial's changes applied in order (the last value wins) and whose
+                           ``attempts`` gets every ended attempt appended.
+``LEASE``                  the ``ConditionCheck`` of the lease (last item).
+=========================  ===============================================================
+
+Split only at DynamoDB's limits: 100 items and 4 MB per transaction, 4 KB per expression (the
+META update and its condition are kept under :data:`EXPRESSION_BUDGET`), and where two changes
+cannot merge (a fresh claim that does not continue the part's cursor). The parts are written in
+order, each with its own conditions and the lease check; a refused part raises :class:`Conflict`
+and the parts before it stay written — each is what a sequence of single writes would have left.
+
 Mixed into :class:`dispatcher.adapters.store.Store`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
-from typing import Any, Mapping, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, Sequence
 
 from dispatcher.adapters.dynamo import jdump, ser
 from dispatcher.adapters.keys import REGISTRY_KEY, active_pk, spec_key, sweep_key, trial_key
+from dispatcher.core.changes import FreshClaim, RetryClaim, SweepChange, TrialTransition
 from dispatcher.core.errors import ConfigError, Conflict
 
 log = logging.getLogger(__name__)
@@ -52,6 +88,8 @@ class SweepHost(Protocol):
 
     @staticmethod
     def put(item: dict[str, Any], *, condition: str | None = None) -> dict[str, Any]: ...
+
+    def commit_sweep(self, sweep_id: str, changes: Sequence[SweepChange], *, owner: str, now: float) -> int: ...
 
 
 class SweepWrites:
@@ -198,87 +236,45 @@ class SweepWrites:
                                  condition="list_pk = :a")
         self.transact(f"policy hold of {sweep_id}", [update], owner=owner, now=now)
 
-    # -- the tick: claims -------------------------------------------------------------------
+    # -- the tick: one unit of work per sweep ------------------------------------------------
+    def commit_sweep(self: SweepHost, sweep_id: str, changes: Sequence[SweepChange], *, owner: str,
+                     now: float) -> int:
+        """Write everything one tick decided on one sweep (``changes``, in the order decided) as one
+        transaction: one META update merging them all, one op per TRIAL item, the lease check (see
+        the module docstring for the layout and the conditions). Split into more transactions, in
+        order, only where DynamoDB's limits need it; each part carries the conditions of its own
+        changes and the lease check. A refused part raises :class:`Conflict` (parts before it stay
+        committed: each is a consistent step on its own, as when every change was its own write).
+        Returns the number of transactions written."""
+        parts = _split(self, sweep_id, list(changes), now)
+        for n, part in enumerate(parts):
+            items, _ = _render(self, sweep_id, part, now)
+            self.transact(_what(sweep_id, part, n, len(parts)), items, owner=owner, now=now)
+        return len(parts)
+
+    # -- the tick: claims and transitions, one at a time (each its own unit of work) ---------------
     def claim_fresh(self: SweepHost, sweep_id: str, *, index: int, live: Mapping[str, Any], trial: Mapping[str, Any],
                     owner: str, now: float) -> None:
         """Claim the sweep's next fresh trial (cursor = ``index``) and create its trial item."""
-        meta = self.update(
-            sweep_key(sweep_id), "SET #c = :next, #live.#i = :live, updated_at = :now",
-            {":next": index + 1, ":cur": index, ":live": dict(live), ":now": now, ":active": self._active, ":f": False},
-            condition=f"#c = :cur AND list_pk = :active AND attribute_not_exists(#live.#i) AND {NOT_PAUSED}",
-            names={"#i": str(index), "#live": "live", "#c": "cursor"},
-        )
-        item = self.put({**trial_key(sweep_id, index), **trial}, condition="attribute_not_exists(pk)")
-        self.transact(f"claim {sweep_id}/{index}", [meta, item], owner=owner, now=now)
+        self.commit_sweep(sweep_id, [FreshClaim(index, live, trial)], owner=owner, now=now)
 
     def claim_retry(self: SweepHost, sweep_id: str, *, index: int, prev_attempt: int, live: Mapping[str, Any], attempt: int,
                     job: str, owner: str, now: float) -> None:
         """Claim the next attempt of a WAITING trial."""
-        meta = self.update(
-            sweep_key(sweep_id), "SET #live.#i = :live, updated_at = :now",
-            {":live": dict(live), ":now": now, ":prev": prev_attempt, ":w": "WAITING", ":active": self._active,
-             ":f": False},
-            condition=f"#live.#i.attempt = :prev AND #live.#i.#s = :w AND list_pk = :active AND {NOT_PAUSED}",
-            names={"#i": str(index), **LIVE_NAMES},
-        )
-        item = self.update(
-            trial_key(sweep_id, index),
-            "SET attempt = :a, #s = :s, job = :job, claimed_at = :now, updated_at = :now REMOVE started_at",
-            {":a": attempt, ":s": "PENDING", ":job": job, ":now": now},
-            condition="attribute_exists(pk)", names={"#s": "state"},
-        )
-        self.transact(f"claim {sweep_id}/{index}", [meta, item], owner=owner, now=now)
+        self.commit_sweep(sweep_id, [RetryClaim(index, prev_attempt, live, attempt, job)], owner=owner, now=now)
 
-    # -- the tick: transitions and ends -----------------------------------------------------
     def record_transition(self: SweepHost, sweep_id: str, *, index: int, attempt: int, live: Mapping[str, Any] | None,
                           trial_state: str, reason: str = "", started_at: float | None = None,
                           outcome: str | None = None, counter: str | None = None,
                           best: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
                           counted: bool | None = None, owner: str, now: float) -> None:
-        """One live trial changes (``live`` = its new live entry) or leaves the live set (``live``
-        None, ``counter`` = succeeded/failed/cancelled/early_stopped), with its trial item, in one
-        transaction. ``metrics``: the metrics the dispatcher read for it (the trial item's ``metrics``).
-        An attempt that ended (``outcome``) is appended to the trial's ``attempts``, with
-        ``counted`` when known (whether it counted against the trial's max_retries)."""
-        values: dict[str, Any] = {":a": attempt, ":now": now, ":active": self._active}
-        if live is None:
-            sets = ["updated_at = :now"]
-            if best is not None:
-                sets.append("best = :best")
-                values[":best"] = dict(best)
-            expression = f"SET {', '.join(sets)} REMOVE #live.#i ADD {counter} :one"
-            values[":one"] = 1
-        else:
-            expression = "SET #live.#i = :live, updated_at = :now"
-            values[":live"] = dict(live)
-        meta = self.update(sweep_key(sweep_id), expression, values,
-                           condition="#live.#i.attempt = :a AND list_pk = :active",
-                           names={"#i": str(index), **LIVE_NAMES})
-        trial_sets = ["#s = :s", "updated_at = :now"]
-        trial_values: dict[str, Any] = {":s": trial_state, ":now": now}
-        if reason:
-            trial_sets.append("reason = :r")
-            trial_values[":r"] = reason[:TRIAL_REASON_MAX]
-        if started_at is not None and trial_state == "RUNNING":
-            trial_sets.append("started_at = :st")
-            trial_values[":st"] = started_at
-        if outcome is not None:
-            trial_sets.append("attempts = list_append(if_not_exists(attempts, :empty), :rec)")
-            trial_values[":empty"] = []
-            record: dict[str, Any] = {"attempt": attempt, "outcome": outcome, "reason": reason[:ATTEMPT_REASON_MAX],
-                                      "at": now}
-            if counted is not None:
-                record["counted"] = counted
-            trial_values[":rec"] = [record]
-        if live is None:
-            trial_sets.append("finished_at = :now")
-        if metrics is not None:
-            trial_sets.append("#m = :m")
-            trial_values[":m"] = dict(metrics)
-        trial = self.update(trial_key(sweep_id, index), "SET " + ", ".join(trial_sets), trial_values,
-                            condition="attribute_exists(pk)", names={"#s": "state", "#m": "metrics"})
-        self.transact(f"trial {sweep_id}/{index}", [meta, trial], owner=owner, now=now)
+        """One live trial changes or leaves the live set, with its trial item, in one transaction
+        (:class:`~dispatcher.core.changes.TrialTransition`)."""
+        change = TrialTransition(index, attempt, live, trial_state, reason=reason, started_at=started_at,
+                                 outcome=outcome, counter=counter, best=best, metrics=metrics, counted=counted)
+        self.commit_sweep(sweep_id, [change], owner=owner, now=now)
 
+    # -- the tick: transitions and ends -----------------------------------------------------
     def end_sweep(self: SweepHost, sweep_id: str, *, state: str, reason: str, owner: str, now: float) -> None:
         update = self.update(
             sweep_key(sweep_id),
@@ -310,3 +306,219 @@ class SweepWrites:
                              {":now": now, ":active": self._active},
                              condition="list_pk = :active AND attribute_exists(failures)")
         self.transact(f"clear failures of sweep {sweep_id}", [update], owner=owner, now=now)
+
+
+# -- one sweep's unit of work: merging and splitting ------------------------------------------
+MAX_TRANSACT_ITEMS = 100  # DynamoDB's limit per TransactWriteItems (the lease check is one of them)
+MAX_TRANSACT_BYTES = 3_000_000  # of DynamoDB's 4 MB per transaction, estimated on the request's JSON
+EXPRESSION_BUDGET = 3000  # characters of one META update + condition; DynamoDB allows 4 KB per expression
+
+
+class _Unmergeable(Exception):
+    """The next change cannot join this part (it must start a new transaction)."""
+
+
+@dataclass
+class _TrialOp:
+    """What one part does to one TRIAL item: create it (``put``) or update it."""
+
+    put: dict[str, Any] | None = None
+    sets: dict[str, Any] = field(default_factory=dict)
+    removes: set[str] = field(default_factory=set)
+    appends: list[dict[str, Any]] = field(default_factory=list)
+
+    def set(self, name: str, value: Any) -> None:
+        if self.put is not None:
+            self.put[name] = value
+        else:
+            self.sets[name] = value
+            self.removes.discard(name)
+
+    def remove(self, name: str) -> None:
+        if self.put is not None:
+            self.put.pop(name, None)
+        else:
+            self.sets.pop(name, None)
+            self.removes.add(name)
+
+    def append(self, record: dict[str, Any]) -> None:
+        if self.put is not None:
+            self.put["attempts"] = [*self.put.get("attempts", []), record]
+        else:
+            self.appends.append(record)
+
+
+@dataclass
+class _Meta:
+    """What one part does to the META item, merged from its changes in order."""
+
+    conditions: dict[int, tuple[str, int]] = field(default_factory=dict)  # index → (first change's kind, attempt)
+    live: dict[int, Mapping[str, Any] | None] = field(default_factory=dict)  # index → final entry (None: removed)
+    cursor: tuple[int, int] | None = None  # (cursor the fresh claims were decided on, cursor after them)
+    counters: dict[str, int] = field(default_factory=dict)
+    best: Mapping[str, Any] | None = None
+    claims: bool = False
+
+
+def _merge(sweep_id: str, changes: Sequence[SweepChange], now: float) -> tuple[_Meta, dict[int, _TrialOp]]:
+    meta: _Meta = _Meta()
+    trials: dict[int, _TrialOp] = {}
+    for change in changes:
+        index = change.index
+        op = trials.setdefault(index, _TrialOp())
+        if isinstance(change, FreshClaim):
+            if op.put is not None or op.sets or op.removes or op.appends or index in meta.live:
+                raise _Unmergeable(f"trial {index} changed before its fresh claim")
+            if meta.cursor is not None and meta.cursor[1] != index:
+                raise _Unmergeable(f"fresh claim {index} does not follow the cursor {meta.cursor[1]}")
+            meta.cursor = (meta.cursor[0] if meta.cursor else index, index + 1)
+            meta.conditions.setdefault(index, ("fresh", 0))
+            meta.live[index] = dict(change.live)
+            meta.claims = True
+            op.put = {**trial_key(sweep_id, index), **change.trial}
+        elif isinstance(change, RetryClaim):
+            meta.conditions.setdefault(index, ("retry", change.prev_attempt))
+            meta.live[index] = dict(change.live)
+            meta.claims = True
+            for name, value in (("attempt", change.attempt), ("state", "PENDING"), ("job", change.job),
+                                ("claimed_at", now), ("updated_at", now)):
+                op.set(name, value)
+            op.remove("started_at")
+        else:
+            meta.conditions.setdefault(index, ("attempt", change.attempt))
+            meta.live[index] = dict(change.live) if change.live is not None else None
+            if change.live is None and change.counter:
+                meta.counters[change.counter] = meta.counters.get(change.counter, 0) + 1
+            if change.best is not None:
+                meta.best = dict(change.best)
+            op.set("state", change.trial_state)
+            op.set("updated_at", now)
+            if change.reason:
+                op.set("reason", change.reason[:TRIAL_REASON_MAX])
+            if change.started_at is not None and change.trial_state == "RUNNING":
+                op.set("started_at", change.started_at)
+            if change.outcome is not None:
+                record: dict[str, Any] = {"attempt": change.attempt, "outcome": change.outcome,
+                                          "reason": change.reason[:ATTEMPT_REASON_MAX], "at": now}
+                if change.counted is not None:
+                    record["counted"] = change.counted
+                op.append(record)
+            if change.live is None:
+                op.set("finished_at", now)
+            if change.metrics is not None:
+                op.set("metrics", dict(change.metrics))
+    return meta, trials
+
+
+def _meta_update(store: SweepHost, sweep_id: str, meta: _Meta, now: float) -> dict[str, Any]:
+    names: dict[str, str] = {"#live": "live"}
+    values: dict[str, Any] = {":now": now, ":active": store._active}
+    sets, removes, adds = ["updated_at = :now"], [], []
+    conditions = ["list_pk = :active"]
+    for n, (index, (kind, attempt)) in enumerate(meta.conditions.items()):
+        names[f"#i{n}"] = str(index)
+        path = f"#live.#i{n}"
+        if kind == "fresh":
+            conditions.append(f"attribute_not_exists({path})")
+        else:
+            values[f":a{n}"] = attempt
+            conditions.append(f"{path}.attempt = :a{n}")
+            if kind == "retry":
+                names["#s"] = "state"
+                values[":w"] = "WAITING"
+                conditions.append(f"{path}.#s = :w")
+        entry = meta.live[index]
+        if entry is None:
+            removes.append(path)
+        else:
+            values[f":l{n}"] = dict(entry)
+            sets.append(f"{path} = :l{n}")
+    if meta.cursor is not None:
+        names["#c"] = "cursor"
+        values[":cur"], values[":next"] = meta.cursor
+        conditions.append("#c = :cur")
+        sets.append("#c = :next")
+    if meta.claims:
+        values[":f"] = False
+        conditions.append(NOT_PAUSED)
+    if meta.best is not None:
+        values[":best"] = dict(meta.best)
+        sets.append("best = :best")
+    for n, (counter, count) in enumerate(sorted(meta.counters.items())):
+        names[f"#k{n}"] = counter
+        values[f":k{n}"] = count
+        adds.append(f"#k{n} :k{n}")
+    expression = "SET " + ", ".join(sets)
+    if removes:
+        expression += " REMOVE " + ", ".join(removes)
+    if adds:
+        expression += " ADD " + ", ".join(adds)
+    return store.update(sweep_key(sweep_id), expression, values, condition=" AND ".join(conditions), names=names)
+
+
+def _trial_write(store: SweepHost, sweep_id: str, index: int, op: _TrialOp) -> dict[str, Any]:
+    if op.put is not None:
+        return store.put(op.put, condition="attribute_not_exists(pk)")
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    sets, removes = [], []
+    for n, (name, value) in enumerate(op.sets.items()):
+        names[f"#t{n}"] = name
+        values[f":t{n}"] = value
+        sets.append(f"#t{n} = :t{n}")
+    if op.appends:
+        names["#h"] = "attempts"
+        values[":empty"], values[":rec"] = [], list(op.appends)
+        sets.append("#h = list_append(if_not_exists(#h, :empty), :rec)")
+    for n, name in enumerate(sorted(op.removes)):
+        names[f"#r{n}"] = name
+        removes.append(f"#r{n}")
+    expression = ("SET " + ", ".join(sets) if sets else "") + (" REMOVE " + ", ".join(removes) if removes else "")
+    return store.update(trial_key(sweep_id, index), expression.strip(), values, condition="attribute_exists(pk)",
+                        names=names)
+
+
+def _render(store: SweepHost, sweep_id: str, changes: Sequence[SweepChange],
+            now: float) -> tuple[list[dict[str, Any]], bool]:
+    """The transaction items of one part, and whether their count and META expression fit DynamoDB's limits."""
+    meta, trials = _merge(sweep_id, changes, now)
+    meta_item = _meta_update(store, sweep_id, meta, now)
+    items = [meta_item, *(_trial_write(store, sweep_id, index, op) for index, op in trials.items())]
+    body = meta_item["Update"]
+    fits = (len(items) + 1 <= MAX_TRANSACT_ITEMS
+            and len(body["UpdateExpression"]) + len(body.get("ConditionExpression", "")) <= EXPRESSION_BUDGET)
+    return items, fits
+
+
+def _size(change: SweepChange) -> int:
+    """An upper estimate of what ``change`` adds to a transaction's request, in bytes (twice: META and trial)."""
+    return 2 * len(json.dumps(dataclasses.asdict(change), default=str)) + 256
+
+
+def _split(store: SweepHost, sweep_id: str, changes: list[SweepChange], now: float) -> list[list[SweepChange]]:
+    """``changes`` in order, cut into as few parts as merging and DynamoDB's limits allow."""
+    parts: list[list[SweepChange]] = []
+    current: list[SweepChange] = []
+    size = 0
+    for change in changes:
+        candidate = [*current, change]
+        try:
+            _, fits = _render(store, sweep_id, candidate, now)
+        except _Unmergeable:
+            fits = False
+        fits = fits and size + _size(change) <= MAX_TRANSACT_BYTES
+        if fits or not current:
+            current, size = candidate, size + _size(change)
+        else:
+            parts.append(current)
+            current, size = [change], _size(change)
+    if current:
+        parts.append(current)
+    return parts
+
+
+def _what(sweep_id: str, part: Sequence[SweepChange], n: int, total: int) -> str:
+    if len(part) == 1 and total == 1:
+        change = part[0]
+        return f"{'trial' if isinstance(change, TrialTransition) else 'claim'} {sweep_id}/{change.index}"
+    return f"commit sweep {sweep_id} ({len(part)} changes{f', part {n + 1} of {total}' if total > 1 else ''})"
