@@ -7,9 +7,16 @@
   was counted at (an elastic ``nodes: MIN:MAX`` shrunk to what the GPU limits allow): the claim
   stores that node count and the job — created now or re-created after a crash — is rendered with
   it (``sharing.sized_launch`` of ``sharing.claim_shape``).
-* Each launch *claims* its trial (one
-  transaction: cursor or WAITING-attempt condition + the lease check) before its job is created
-  under the attempt's deterministic name (409 AlreadyExists = already launched = success).
+* Each launch *claims* its trial (cursor or WAITING-attempt condition + the lease check) before its
+  job is created under the attempt's deterministic name (409 AlreadyExists = already launched =
+  success). A sweep's claims join its unit of work: with the transitions reconcile decided for it
+  this tick, one transaction per sweep (``Store.commit_sweep``); a sweep's jobs are created only
+  after its own commit, several sweeps' creates at once (a bounded thread pool; the Kubernetes
+  client's connection pool is thread-safe, every create is its own request, and each create
+  checks the lease first). A refused commit holds only that sweep: nothing of it is created, it
+  is re-planned next tick.
+* A created job is recorded LAUNCHED by the next tick, in that sweep's unit of work (see
+  :meth:`Launching._created`).
 * Kubernetes calls are not fenced by DynamoDB, so right before each create the lease is renewed
   once half of it is gone (:meth:`Launching._ensure_lease`): no create starts within the skew
   margin of our deadline, and a lease we lost stops the tick.
@@ -22,9 +29,8 @@
   tick: restoring the grant resumes it); its running trials go on. A policy that cannot be read
   stops every launch of the tick (fail closed) and blames no sweep; cancels, completions and
   leak deletion go on.
-* A create whose LAUNCHED write is refused withdraws its job when the attempt is no longer live
-  (a tick that took over cancelled the sweep meanwhile); the next tick's leak check is the
-  guarantee.
+* A create that lands after the lease was lost (a tick that took over may have ended the sweep
+  meanwhile) is deleted by the next tick's leak check.
 """
 
 from __future__ import annotations
@@ -32,16 +38,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import TYPE_CHECKING, Any, Mapping
 
 from dispatcher.adapters.store import LeaseLost
+from dispatcher.core.changes import FreshClaim, RetryClaim, SweepChange
 from dispatcher.core.errors import Conflict, PermanentError, SweepqError, TransientError
 from dispatcher.core.identity import job_name, trial_id
 from dispatcher.core.jobs import JobStatus
 from dispatcher.core.planner import Launch, make_plan
 from dispatcher.core.policy import Policy
 from dispatcher.core.policy_checks import violations_reason
-from dispatcher.core.reconcile import Relaunch, Transition, fail_attempt
+from dispatcher.core.reconcile import Relaunch, fail_attempt
 from dispatcher.core.records import LiveTrial, SweepRecord, TrialState, planning_view
 from dispatcher.core.sharing import Caps, SharePolicy, TrialShape, claim_shape, sized_launch
 from dispatcher.report import TickReport
@@ -51,15 +59,25 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from dispatcher.tick_host import DispatcherHost
 
 log = logging.getLogger("dispatcher.tick")
+CREATE_WORKERS = 8  # sweeps whose jobs are created at once, each after its claims are committed
+Created = tuple[int, int, Exception | None]  # a create's (trial index, attempt, what it raised)
 
 
 class Launching:
     def _ensure_lease(self: DispatcherHost) -> None:
         """Right before a job create (Kubernetes calls are not fenced by DynamoDB): renew when half
         the lease is gone, so no create starts within ``skew_s`` of our deadline; a lease we no
-        longer hold raises :class:`LeaseLost`."""
-        if self.clock() > self._lease_until - self.settings.lease_seconds / 2:
-            self._renew()
+        longer hold raises :class:`LeaseLost` — for every create after it too. Creates run on
+        several threads: one renews at a time, the others wait for its result."""
+        with self._lease_lock:
+            if self._lease_gone is not None:
+                raise self._lease_gone
+            if self.clock() > self._lease_until - self.settings.lease_seconds / 2:
+                try:
+                    self._renew()
+                except LeaseLost as exc:
+                    self._lease_gone = exc
+                    raise
 
     def apply_policy(self: DispatcherHost, records: list[SweepRecord], report: TickReport) -> set[str]:
         """Each record's launch settings as the current policy admits them (in place), and the ids
@@ -137,52 +155,53 @@ class Launching:
 
     def _create_and_mark(self: DispatcherHost, record: SweepRecord, index: int, attempt: int, report: TickReport,
                          params: Mapping[str, Any] | None = None) -> SweepRecord:
-        t = record.live[index]
+        """Create the claimed attempt's job now (a relaunch). Its LAUNCHED is not written here: see
+        :meth:`_created`."""
         try:
             self._submit(record, index, attempt, params)
         except PermanentError as exc:
-            return self.write_transition(record, fail_attempt(record, t, TrialState.FAILED, f"could not create job: {exc}"),
-                                         self.clock(), report)
-        launched = dataclasses.replace(t, state=TrialState.LAUNCHED)  # keeps the node count and what carries over attempts
-        report.launched += 1
-        try:
-            return self.write_transition(record, Transition(record.sweep_id, index, attempt, launched,
-                                                            TrialState.LAUNCHED), self.clock(), report)
-        except Conflict:
-            self._withdraw_if_not_live(record, index, attempt, report)
-            raise
+            return self._created(record, index, attempt, report, exc)
+        return self._created(record, index, attempt, report, None)
 
-    def _withdraw_if_not_live(self: DispatcherHost, record: SweepRecord, index: int, attempt: int, report: TickReport) -> None:
-        """Our create succeeded but recording it did not: if meanwhile the attempt stopped being
-        live (a tick that took over our lease cancelled the sweep, or gave the trial up), the job
-        we just made must not run. Judged on the item read strongly now; the next tick's leak
-        check is the guarantee, this only shortens the job's life."""
-        name = job_name(record.sweep_id, index, attempt)
-        try:
-            meta = self.store.get_sweep(record.sweep_id)
-            entry = ((meta or {}).get("live") or {}).get(str(index)) or {}
-            if meta is not None and meta.get("list_pk") == f"ACTIVE#{self.scope}" and \
-                    int(entry.get("attempt", 0)) == attempt and entry.get("state") != TrialState.WAITING.value:
-                return
-            self.backends[record.kind].cancel(name)
-        except SweepqError as exc:
-            report.errors.append(f"withdraw {name}: {exc} — the next tick's leak check deletes it")
-            return
-        report.leaked += 1
-        log.warning(json.dumps({"event": "cancel-job", "job": name, "reason": "created after its attempt ended"}))
+    def _created(self: DispatcherHost, record: SweepRecord, index: int, attempt: int, report: TickReport,
+                 refused: PermanentError | None) -> SweepRecord:
+        """What a create's result changes. A job the cluster refused for good fails its attempt
+        (a transition of the sweep's unit of work). A created job is *not* written LAUNCHED now:
+        the next tick lists it and records LAUNCHED in that sweep's unit of work
+        (``Dispatcher._note_created``, the path a crash between create and write always took), so a
+        tick costs one write per sweep it touches instead of a second one after its creates. Nothing
+        reads the difference in between: PENDING already means "the job may exist: create it if
+        missing" (409 = created), ``start_timeout`` counts from ``claimed_at`` in both states, the
+        caps count a PENDING trial like a LAUNCHED one, and ``producer status`` shows it PENDING
+        for one tick longer."""
+        if refused is not None:
+            t = record.live[index]
+            return self.write_transition(
+                record, fail_attempt(record, t, TrialState.FAILED, f"could not create job: {refused}"),
+                self.clock(), report)
+        report.launched += 1
+        return record
 
     def claim(self: DispatcherHost, record: SweepRecord, launch: Launch, now: float,
               params: Mapping[str, Any] | None = None) -> SweepRecord:
-        """Reserve the trial (one transaction). A fresh claim writes the trial item with its
-        parameters: ``params`` (a bayes suggestion, persisted here and nowhere before) or the
-        expansion's ``trial(index)``; a retry keeps the stored ones."""
+        """Reserve the trial now, alone (one transaction: see :meth:`plan_claim`)."""
+        claimed, change = self.plan_claim(record, launch, now, params)
+        self.store.commit_sweep(record.sweep_id, [change], owner=self.owner, now=now)
+        return claimed
+
+    def plan_claim(self: DispatcherHost, record: SweepRecord, launch: Launch, now: float,
+                   params: Mapping[str, Any] | None = None) -> tuple[SweepRecord, SweepChange]:
+        """The claim of ``launch``'s trial (a change for the sweep's unit of work) and the record
+        with it. A fresh claim writes the trial item with its parameters: ``params`` (a bayes
+        suggestion, persisted here and nowhere before) or the expansion's ``trial(index)``; a retry
+        keeps the stored ones."""
         name = job_name(record.sweep_id, launch.index, launch.attempt)
         live = LiveTrial(launch.index, launch.attempt, TrialState.PENDING, name, now, nodes=launch.nodes)
+        change: SweepChange
         if launch.retry:
             ended = record.live[launch.index]  # the retry carries its trial's uncounted attempts and last fingerprint
             live = dataclasses.replace(live, uncounted=ended.uncounted, fingerprint=ended.fingerprint)
-            self.store.claim_retry(record.sweep_id, index=launch.index, prev_attempt=record.live[launch.index].attempt,
-                                   live=live.to_item(), attempt=launch.attempt, job=name, owner=self.owner, now=now)
+            change = RetryClaim(launch.index, ended.attempt, live.to_item(), launch.attempt, name)
         else:
             if params is None:
                 params = self.specs.get(record.sweep_id).trial(launch.index)
@@ -190,18 +209,19 @@ class Launching:
                      "index": launch.index, "params": json.dumps(params, sort_keys=True),
                      "state": TrialState.PENDING.value, "attempt": launch.attempt, "job": name, "claimed_at": now,
                      "updated_at": now}
-            self.store.claim_fresh(record.sweep_id, index=launch.index, live=live.to_item(), trial=trial,
-                                   owner=self.owner, now=now)
+            change = FreshClaim(launch.index, live.to_item(), trial)
         return dataclasses.replace(
             record, live={**record.live, launch.index: live},
             cursor=record.cursor if launch.retry else launch.index + 1,
-        )
+        ), change
 
     def launch(self: DispatcherHost, records: list[SweepRecord], jobs: Mapping[str, JobStatus], report: TickReport, *,
                held: set[str] | frozenset[str] = frozenset()) -> None:
         """Claim, then create, what the planner gives the free capacity (see the module docstring).
         Every record counts for the caps and shares; ``held`` sweeps (see :meth:`reconcile`) get no
-        launch this tick."""
+        launch this tick. Each sweep's claims join its unit of work (with this round's transitions)
+        and are committed in one transaction per sweep; its jobs are created after that commit,
+        several sweeps' at once (:data:`CREATE_WORKERS`)."""
         s = self.settings
         shares, caps = self._sharing()
         alive = {j.name for j in jobs.values() if not j.phase.terminal}
@@ -210,34 +230,101 @@ class Launching:
         planned = make_plan(sweeps=views, jobs=jobs, caps=caps, policy=shares, limit=s.max_launches_per_tick,
                             held=set(held) | self._policy_holds)
         report.capacity = planned.free_before.jobs
-        stale: set[str] = set()
         planned_launches = self.bound_suggestions(planned.launches, by_id)
-        suggested: dict[str, dict[int, dict[str, Any]]] = {}  # bayes: this tick's suggestions, per sweep
+        per_sweep: dict[str, list[Launch]] = {}
         for item in planned_launches:
-            if item.sweep_id in stale:
-                continue
+            per_sweep.setdefault(item.sweep_id, []).append(item)
+        before = dict(by_id)  # what a sweep whose commit is refused is left at
+        claimed: dict[str, list[tuple[Launch, Mapping[str, Any] | None]]] = {}
+        for sweep_id, items in per_sweep.items():
             try:
-                params = None
-                if not item.retry and self.is_bayes(by_id[item.sweep_id]):
-                    if item.sweep_id not in suggested:  # one engine call for the sweep's fresh claims this tick
-                        fresh = [i.index for i in planned_launches if i.sweep_id == item.sweep_id and not i.retry]
-                        suggested[item.sweep_id] = self.suggest_fresh(by_id[item.sweep_id], fresh)
-                    params = suggested[item.sweep_id][item.index]
-                record = self.claim(by_id[item.sweep_id], item, self.clock(), params)
-                by_id[item.sweep_id] = record
-                by_id[item.sweep_id] = self._create_and_mark(record, item.index, item.attempt, report, params)
+                params: dict[int, dict[str, Any]] = {}
+                fresh = [i.index for i in items if not i.retry]
+                if fresh and self.is_bayes(by_id[sweep_id]):  # one engine call for the sweep's fresh claims
+                    params = self.suggest_fresh(by_id[sweep_id], fresh)
+                for item in items:
+                    record, change = self.plan_claim(by_id[sweep_id], item, self.clock(), params.get(item.index))
+                    self._changes.setdefault(sweep_id, []).append(change)
+                    by_id[sweep_id] = record
+                    claimed.setdefault(sweep_id, []).append((item, params.get(item.index)))
             except LeaseLost:
                 raise
             except (Conflict, TransientError) as exc:
-                # A lost condition means our view of this sweep is stale: nothing more for it this
-                # tick. Claim precedes create, so no job exists without a committed claim.
-                stale.add(item.sweep_id)
-                report.errors.append(f"launch {item.sweep_id}/{item.index}: {exc} — re-planned next tick")
+                # our view of this sweep is stale (or a read failed): the claims made so far go on
+                report.errors.append(f"launch {sweep_id}: {exc} — re-planned next tick")
             except Exception as exc:  # noqa: BLE001 - contained per sweep, like reconcile
-                stale.add(item.sweep_id)
-                self._sweep_failed(by_id[item.sweep_id], exc, report)
+                self._sweep_failed(by_id[sweep_id], exc, report)
+        self._commit_and_create(by_id, before, claimed, report)
         for i, r in enumerate(records):
             records[i] = by_id[r.sweep_id]
+
+    def _commit_and_create(self: DispatcherHost, by_id: dict[str, SweepRecord], before: Mapping[str, SweepRecord],
+                           claimed: Mapping[str, list[tuple[Launch, Mapping[str, Any] | None]]],
+                           report: TickReport) -> None:
+        """Commit every sweep's unit of work (one transaction each, also those of sweeps that only
+        had transitions), then create each committed sweep's jobs — strictly after its own commit,
+        several sweeps at once. Claim precedes create, so no job exists without a committed claim;
+        a claim whose create failed is created again by the next tick (a relaunch)."""
+        with ThreadPoolExecutor(max_workers=CREATE_WORKERS, thread_name_prefix="create") as pool:
+            creating: dict[Future[list[Created]], str] = {}
+            for sweep_id in list(self._changes):
+                if not self._commit_or_hold(sweep_id, report, by_id.get(sweep_id)):
+                    if sweep_id in claimed:
+                        by_id[sweep_id] = before.get(sweep_id, by_id[sweep_id])
+                    continue
+                if claimed.get(sweep_id):
+                    creating[pool.submit(self._create_claimed, by_id[sweep_id], claimed[sweep_id])] = sweep_id
+            lost: LeaseLost | None = None
+            for future in as_completed(creating):  # in the order sweeps finish; records updated here, on one thread
+                sweep_id = creating[future]
+                for index, attempt, exc in future.result():
+                    if exc is None or isinstance(exc, PermanentError):
+                        by_id[sweep_id] = self._created(by_id[sweep_id], index, attempt, report, exc)
+                    elif isinstance(exc, LeaseLost):
+                        lost = exc
+                    elif isinstance(exc, (Conflict, TransientError)):
+                        report.errors.append(f"launch {sweep_id}/{index}: {exc} — re-planned next tick")
+                    else:
+                        self._sweep_failed(by_id[sweep_id], exc, report)
+        if lost is not None:
+            raise lost
+        for sweep_id in list(self._changes):  # attempts a create refused for good, failed: one more write
+            self._commit_or_hold(sweep_id, report, by_id.get(sweep_id))
+
+    def _create_claimed(self: DispatcherHost, record: SweepRecord,
+                        items: list[tuple[Launch, Mapping[str, Any] | None]]) -> list[Created]:
+        """Create one sweep's committed claims, in order (on a pool thread): each one's (index,
+        attempt, what its create raised). A create that failed other than for good stops the sweep's
+        creates for this tick (its view is stale, or its backend fails): the rest wait, claimed, for
+        the next tick's relaunch."""
+        done: list[Created] = []
+        for item, params in items:
+            try:
+                self._submit(record, item.index, item.attempt, params)
+            except PermanentError as exc:
+                done.append((item.index, item.attempt, exc))
+                continue
+            except Exception as exc:  # noqa: BLE001 - handed to the tick's thread, which judges it
+                done.append((item.index, item.attempt, exc))
+                break
+            done.append((item.index, item.attempt, None))
+        return done
+
+    def _commit_or_hold(self: DispatcherHost, sweep_id: str, report: TickReport,
+                        record: SweepRecord | None) -> bool:
+        """Commit the sweep's unit of work; False when it was refused (the sweep re-planned next tick)."""
+        try:
+            self.commit(sweep_id)
+            return True
+        except LeaseLost:
+            raise
+        except (Conflict, TransientError) as exc:
+            report.errors.append(f"sweep {sweep_id}: {exc} — re-planned next tick")
+        except Exception as exc:  # noqa: BLE001 - contained per sweep, like reconcile
+            if record is None:
+                raise
+            self._sweep_failed(record, exc, report)
+        return False
 
 
 def _admitted(policy: Policy, record: SweepRecord) -> tuple[SweepRecord, str]:

@@ -23,15 +23,17 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
-from typing import AbstractSet, Any, Callable, Mapping
+from typing import AbstractSet, Any, Callable, Mapping, Union
 
 from pydantic import ValidationError
 
-from dispatcher.adapters.metrics import MetricsStore
+from dispatcher.adapters.metrics import MetricsRead, MetricsStore
 from dispatcher.adapters.queue import Queue, Received
 from dispatcher.adapters.store import LeaseLost, Store
+from dispatcher.core.changes import SweepChange, TrialTransition
 from dispatcher.core.errors import Conflict, SweepqError, TransientError
 from dispatcher.core.identity import job_name
 from dispatcher.core.jobs import Backend, JobStatus
@@ -62,6 +64,10 @@ METRICS_CLOCK_SKEW_S = 60  # a trial's write time may be this far ahead of ours
 
 class MetricsNotYet(Exception):
     """A succeeded trial's final metrics are not visible yet: its transition waits a tick."""
+
+
+# (final metrics, trial item) of a succeeded trial, or why it is not recorded this tick
+FinalMetrics = Union[tuple[Mapping[str, Any], Mapping[str, Any]], Exception]
 
 
 def default_owner() -> str:
@@ -100,9 +106,15 @@ class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
         self.owner = owner or default_owner()
         self.skew_s = settings.lease_seconds / 8  # clock skew tolerated between dispatcher hosts
         self._lease_until = 0.0  # by our own clock
+        self._lease_lock = threading.Lock()  # the creates of one tick run on several threads (launching)
+        self._lease_gone: LeaseLost | None = None  # a renew before a create found the lease lost (this round)
         self._failures: dict[str, int] = {}  # consecutive failures, when the sweep item could not record them
         self._failed_now: set[str] = set()  # sweeps whose handling failed in the current round
         self._policy_holds: set[str] = set()  # sweeps the operator policy lets launch nothing this round
+        # this round's unit of work: per sweep, the changes decided and not yet committed (commit_sweep)
+        self._changes: dict[str, list[SweepChange]] = {}
+        self._final_metrics: dict[tuple[str, int], FinalMetrics] = {}  # prefetch_final_metrics
+        self._noted: set[str] = set()  # jobs whose PENDING trial this round noted LAUNCHED, not committed yet
         self.specs = SpecCache(self.store.get_spec)
         self.intake = Intake(settings=settings, store=self.store, queue=queue, backends=self.backends, clock=clock,
                              wake_queue=wake_queue, policy=self.policy)
@@ -175,6 +187,10 @@ class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
 
     def _round(self, report: TickReport) -> None:
         self._failed_now = set()
+        self._changes = {}  # what a round that stopped early left uncommitted is decided again from what is observed
+        self._final_metrics = {}
+        self._noted = set()
+        self._lease_gone = None
         if self.queue is not None:
             self.intake.drain(report)
             self._renew()
@@ -243,12 +259,25 @@ class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
         by_sweep: dict[str, dict[str, JobStatus]] = {}
         for job in jobs.values():  # once per tick: each sweep sees only its own jobs (O(jobs), not O(sweeps × jobs))
             by_sweep.setdefault(job.sweep_id, {})[job.name] = job
-        for record in records:
+        decided: dict[str, tuple[SweepRecord, SweepOutcome]] = {}
+        for record in records:  # first every outcome (pure), so the succeeded trials' metrics are read at once
             if record.sweep_id in skip:
+                continue
+            try:
+                noted = self._note_created(record, by_sweep.get(record.sweep_id, {}), now, report)
+                decided[record.sweep_id] = (noted, reconcile_sweep(noted, by_sweep.get(record.sweep_id, {}), now=now))
+            except Exception as exc:  # noqa: BLE001 - contained per sweep: held, counted, reported
+                self._sweep_failed(record, exc, report)
+                held.add(record.sweep_id)
+        self.prefetch_final_metrics([(noted, tr.index) for noted, outcome in decided.values()
+                                     for tr in outcome.transitions
+                                     if tr.new is None and tr.trial_state is TrialState.SUCCEEDED])
+        for record in records:
+            if record.sweep_id not in decided:
                 still_active.append(record)
                 continue
             try:
-                current, stale = self._reconcile_sweep(record, by_sweep.get(record.sweep_id, {}), now, report)
+                current, stale = self._reconcile_sweep(*decided[record.sweep_id], now, report)
             except LeaseLost:
                 raise
             except (Conflict, TransientError) as exc:
@@ -269,11 +298,13 @@ class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
             still_active.append(current)
         return still_active, held
 
-    def _reconcile_sweep(self, record: SweepRecord, jobs: Mapping[str, JobStatus], now: float,
+    def _reconcile_sweep(self, record: SweepRecord, outcome: SweepOutcome, now: float,
                          report: TickReport) -> tuple[SweepRecord | None, bool]:
-        """One sweep. Returns (the record as it now is, or None when it ended; whether it is stale)."""
-        record = self._note_created(record, jobs, now, report)
-        outcome = reconcile_sweep(record, jobs, now=now)
+        """One sweep, its ``outcome`` decided on ``record``. Returns (the record as it now is, or
+        None when it ended; whether it is stale)."""
+        if any(c.name in self._noted for c in outcome.cancels):
+            # a job is never cancelled while its trial still says PENDING in the table (see _note_created)
+            self.commit(record.sweep_id)
         uncancelled = self._cancel(outcome.cancels, report)
         current = record
         waiting: set[int] = set()  # succeeded trials whose final metrics are not visible yet
@@ -285,6 +316,7 @@ class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
             report.errors.append(f"sweep {record.sweep_id}: {exc} — re-planned next tick")
             return current, True  # our view of this sweep is stale
         if outcome.end and not uncancelled and not waiting:
+            self.commit(record.sweep_id)  # its last transitions, then its end
             self.end_sweep(current, *outcome.end, now=now)
             return None, False
         return current, bool(uncancelled)
@@ -309,32 +341,45 @@ class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
 
     def _note_created(self, record: SweepRecord, jobs: Mapping[str, JobStatus], now: float,
                       report: TickReport) -> SweepRecord:
-        """Record LAUNCHED for PENDING trials whose job is on the cluster (their LAUNCHED write was
-        lost to a crash or a failed call), before anything else is decided for the sweep. PENDING
-        means "the job may not exist yet: create it", so a job must never be cancelled while its
-        trial still says PENDING: the cancel (over max_runtime, say) succeeded, the write of the
-        attempt's end failed, and the next tick created the same attempt's job a second time."""
+        """Record LAUNCHED for PENDING trials whose job is on the cluster, before anything else is
+        decided for the sweep. This is how every create becomes LAUNCHED: the tick that creates a
+        job does not write it (see :mod:`dispatcher.launching`), the next tick that lists the job
+        does, in that sweep's unit of work. PENDING means "the job may not exist yet: create it",
+        so a job must never be cancelled while its trial still says PENDING in the table: the
+        cancel (a cancelled sweep, say) succeeded, the write of the attempt's end failed, and the
+        next tick created the same attempt's job a second time. So a sweep whose outcome cancels
+        a job noted here commits its unit of work before that cancel (:meth:`_reconcile_sweep`)."""
         for t in sorted(record.live.values(), key=lambda t: t.index):
             if t.state is TrialState.PENDING and t.job_name in jobs:
                 launched = dataclasses.replace(t, state=TrialState.LAUNCHED)
+                self._noted.add(t.job_name)
                 record = self.write_transition(
                     record, Transition(record.sweep_id, t.index, t.attempt, launched, TrialState.LAUNCHED), now, report)
         return record
 
+    def commit(self, sweep_id: str) -> int:
+        """Write what this round decided on the sweep and has not written yet (its unit of work,
+        ``Store.commit_sweep``: one transaction, split only at DynamoDB's limits). Returns the
+        number of transactions; a refused one raises (the sweep's view is stale: re-planned next tick)."""
+        changes = self._changes.pop(sweep_id, [])
+        if not changes:
+            return 0
+        return self.store.commit_sweep(sweep_id, changes, owner=self.owner, now=self.clock())
+
     def write_transition(self, record: SweepRecord, tr: Transition, now: float, report: TickReport) -> SweepRecord:
+        """Decide ``tr``: it joins the sweep's unit of work (written by :meth:`commit`, with every
+        other change of the sweep this round); returns the record as it is with it."""
         best = None
         metrics: Mapping[str, Any] = {}
         if tr.new is None and tr.trial_state is TrialState.SUCCEEDED:
             metrics, item = self.trial_metrics(record, tr.index)
             best = self._best_after(record, tr.index, metrics, item)
         started = tr.new.started_at if tr.new is not None else None
-        self.store.record_transition(
-            tr.sweep_id, index=tr.index, attempt=tr.attempt, live=tr.new.to_item() if tr.new is not None else None,
-            trial_state=tr.trial_state.value, reason=tr.reason, started_at=started,
-            outcome=tr.outcome.value if tr.outcome is not None else None,
+        self._changes.setdefault(tr.sweep_id, []).append(TrialTransition(
+            tr.index, tr.attempt, tr.new.to_item() if tr.new is not None else None, tr.trial_state.value,
+            reason=tr.reason, started_at=started, outcome=tr.outcome.value if tr.outcome is not None else None,
             counter=COUNTERS.get(tr.trial_state) if tr.new is None else None, best=best, metrics=metrics or None,
-            counted=tr.counted,
-            owner=self.owner, now=now)
+            counted=tr.counted))
         log.info(json.dumps({"event": "trial", "sweep_id": tr.sweep_id, "trial": tr.index, "attempt": tr.attempt,
                              "state": tr.trial_state.value, "reason": tr.reason, "counted": tr.counted,
                              "evicted": tr.evicted}))
@@ -356,52 +401,106 @@ class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
         )
 
     def trial_metrics(self, record: SweepRecord, index: int) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
-        """(final metrics, trial item) of trial ``index``, whose live attempt just succeeded: the one
-        place the dispatcher reads what a trial reported. The metrics come from the metrics table
-        (CONTRACTS C1), from an item that names the live attempt's job, trial and attempt, written
-        by a pod of that job (:func:`dispatcher.core.metrics.verify`); its finished values
+        """(final metrics, trial item) of trial ``index``, whose live attempt just succeeded: what
+        :meth:`prefetch_final_metrics` read for it this tick (read now when it did not). Raises
+        what that read raised for it (:class:`MetricsNotYet`, :class:`TransientError`)."""
+        found = self._final_metrics.get((record.sweep_id, index))
+        if found is None:
+            found = self.final_metrics([(record, index)])[(record.sweep_id, index)]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def prefetch_final_metrics(self, wanted: list[tuple[SweepRecord, int]]) -> None:
+        """Read the final metrics and trial items of every trial this tick records as succeeded, in
+        one ``BatchGetItem`` of each table (per 100), before any of them is recorded."""
+        self._final_metrics = self.final_metrics(wanted) if wanted else {}
+
+    def final_metrics(self, wanted: list[tuple[SweepRecord, int]]) -> dict[tuple[str, int], FinalMetrics]:
+        """(final metrics, trial item), or what stops it being recorded now, of each (record, trial
+        index) in ``wanted`` — trials whose live attempt just succeeded; the one place the dispatcher
+        reads what a trial reported. The metrics come from the metrics table (CONTRACTS C1), from an
+        item that names the live attempt's job, trial and attempt, written by a pod of that job
+        (:func:`dispatcher.core.metrics.verify`); its finished values
         (:func:`~dispatcher.core.metrics.final_values`). Anything else is left out with a logged
-        reason: no metrics is never an error. A read DynamoDB did not serve raises
-        :class:`TransientError` (the transition is recorded next tick, with its metrics)."""
-        item = self.store.get_trial(record.sweep_id, index) or {}
-        live = record.live.get(index)
-        if self.metrics is None or live is None:
-            return {}, item
-        job = job_name(record.sweep_id, index, live.attempt)
-
-        def skipped(reason: str, event: str = "metrics-ignored") -> tuple[Mapping[str, Any], Mapping[str, Any]]:
-            log.warning(json.dumps({"event": event, "sweep_id": record.sweep_id, "trial": index,
-                                    "attempt": live.attempt, "job": job, "reason": reason}))
-            return {}, item
-
-        if live.job_name and live.job_name != job:
-            return skipped(f"the live entry names job {live.job_name!r}, not {job!r}: no metrics trusted")
+        reason: no metrics is never an error. A read DynamoDB did not serve gives
+        :class:`TransientError` (the transition is recorded next tick, with its metrics); an item
+        still 'running' gives :class:`MetricsNotYet` (within :data:`METRICS_WAIT_S`). A failed
+        read of the trial items raises (the sweeps are re-planned next tick)."""
+        try:
+            items = self.store.batch_get_trials([(r.sweep_id, i) for r, i in wanted])
+        except SweepqError as exc:
+            return {(r.sweep_id, i): exc for r, i in wanted}
+        out: dict[tuple[str, int], FinalMetrics] = {}
+        refs: list[tuple[str, str, int]] = []
         patterns: dict[str, str] = {}
-        if record.kind == "template":
-            try:
-                policy = self.policy()
-            except SweepqError as exc:  # which pods to trust is the policy's word: wait for it
-                raise TransientError(f"metrics of {job}: the operator policy cannot be read ({exc})") from exc
-            entry = policy.templates.get(record.launch.template or "")
-            suffix = template_suffix(entry.pod_name_pattern if entry is not None else None)
-            if suffix is None:
-                return skipped(f"template {record.launch.template!r} has no pod_name_pattern '{{job}}-<regex>' "
-                               "in the policy: no pod of it is trusted")
-            patterns[job] = suffix
-        read = self.metrics.read([(record.kind, job, live.attempt)], template_patterns=patterns)
+        asked: list[tuple[SweepRecord, int, str, int]] = []  # (record, index, job, attempt) read from the metrics table
+        for record, index in wanted:
+            key = (record.sweep_id, index)
+            item = items.get(key) or {}
+            out[key] = ({}, item)
+            live = record.live.get(index)
+            if self.metrics is None or live is None:
+                continue
+            job = job_name(record.sweep_id, index, live.attempt)
+            if live.job_name and live.job_name != job:
+                self._metrics_skipped(record, index, live.attempt, job,
+                                      f"the live entry names job {live.job_name!r}, not {job!r}: no metrics trusted")
+                continue
+            if record.kind == "template":
+                try:
+                    policy = self.policy()
+                except SweepqError as exc:  # which pods to trust is the policy's word: wait for it
+                    out[key] = TransientError(f"metrics of {job}: the operator policy cannot be read ({exc})")
+                    continue
+                entry = policy.templates.get(record.launch.template or "")
+                suffix = template_suffix(entry.pod_name_pattern if entry is not None else None)
+                if suffix is None:
+                    self._metrics_skipped(record, index, live.attempt, job,
+                                          f"template {record.launch.template!r} has no pod_name_pattern "
+                                          "'{job}-<regex>' in the policy: no pod of it is trusted")
+                    continue
+                patterns[job] = suffix
+            refs.append((record.kind, job, live.attempt))
+            asked.append((record, index, job, live.attempt))
+        if not asked:
+            return out
+        try:
+            read = self.metrics.read(refs, template_patterns=patterns) if self.metrics is not None else None
+        except SweepqError as exc:
+            for record, index, _, _ in asked:
+                out[(record.sweep_id, index)] = exc
+            return out
+        for record, index, job, attempt in asked:
+            key = (record.sweep_id, index)
+            out[key] = self._final_of(record, index, job, attempt, read, out[key])
+        return out
+
+    def _final_of(self, record: SweepRecord, index: int, job: str, attempt: int, read: MetricsRead | None,
+                  unread: FinalMetrics) -> FinalMetrics:
+        assert read is not None and not isinstance(unread, Exception)
+        item = unread[1]
         if job in read.unread:
-            raise TransientError(f"metrics of {job}: DynamoDB kept the read unprocessed — retried next tick")
+            return TransientError(f"metrics of {job}: DynamoDB kept the read unprocessed — retried next tick")
         found = read.get(job)
         if found is not None and found.status == "running" and self._may_wait(found.updated_at):
-            raise MetricsNotYet(f"{job}: its pod's item still says 'running' — the final write (or the index) "
-                                f"lags; waiting up to {METRICS_WAIT_S} s")
+            return MetricsNotYet(f"{job}: its pod's item still says 'running' — the final write (or the index) "
+                                 f"lags; waiting up to {METRICS_WAIT_S} s")
         if found is None:
-            reasons = "; ".join(f"{i.pod}: {i.reason}" for i in read.ignored) or "no item for its pods"
-            return skipped(f"no trusted metrics item ({reasons})", "metrics-missing")
+            reasons = "; ".join(f"{i.pod}: {i.reason}" for i in read.ignored if i.job == job) or "no item for its pods"
+            self._metrics_skipped(record, index, attempt, job, f"no trusted metrics item ({reasons})",
+                                  "metrics-missing")
+            return {}, item
         final = final_values(found, metric=record.metric_name)
         for note in final.notes:
-            skipped(f"{found.pod}: {note}")
+            self._metrics_skipped(record, index, attempt, job, f"{found.pod}: {note}")
         return final.values, item
+
+    @staticmethod
+    def _metrics_skipped(record: SweepRecord, index: int, attempt: int, job: str, reason: str,
+                         event: str = "metrics-ignored") -> None:
+        log.warning(json.dumps({"event": event, "sweep_id": record.sweep_id, "trial": index,
+                                "attempt": attempt, "job": job, "reason": reason}))
 
     def _may_wait(self, updated_at: float) -> bool:
         """Whether a succeeded trial whose item is not final yet is worth another tick: its last

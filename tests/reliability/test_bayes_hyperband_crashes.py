@@ -187,7 +187,9 @@ def test_a_crash_free_life_for_reference(aws, kube) -> None:
     check(result)
     assert result["crashed"] == []
     assert result["seen"].get("stop", 0) >= 1, "the reference life must stop a trial"
-    assert result["seen"]["claim"] == RUN_CAP
+    # the fresh claims of one tick are one transaction (the sweep's unit of work): the first tick
+    # claims max_running (3) trials at once, so there are fewer claim transactions than trials
+    assert 1 <= result["seen"]["claim"] < RUN_CAP
 
 
 # The fast suite: after a suggestion (before its claim), after a claim, after a stop was recorded,
