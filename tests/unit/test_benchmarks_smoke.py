@@ -68,9 +68,11 @@ def test_tick_counts_calls_per_operation_and_they_follow_the_formula(tmp_path):
         # THEN one list per tick, no Scan, and the call counts the module documents
         assert r["kube_calls"]["list pytorchjobs"] == 1
         assert "dynamodb.Scan" not in r["aws_calls"]
-        expected = 6 + math.ceil(r["active_sweeps"] / 100) + 3 * r["finished"] + 2 * r["launched"]
+        # (one transaction per touched sweep; the finished trials' items and metrics in one batch read each)
+        expected = 6 + math.ceil(r["active_sweeps"] / 100) + 2 * math.ceil(r["finished"] / 100) + r["touched_sweeps"]
         assert sum(r["aws_calls"].values()) == expected
-        assert (r["launched"], r["finished"]) == ((0, 0) if r["tick"] == "quiet" else (1, 1))
+        assert (r["launched"], r["finished"], r["touched_sweeps"]) == ((0, 0, 0) if r["tick"] == "quiet" else (1, 1, 1))
+        assert r["aws_calls"].get("dynamodb.TransactWriteItems", 0) == r["touched_sweeps"]
     assert "independent of trials per sweep and of finished jobs kept: yes" in stdout
 
 
