@@ -118,6 +118,9 @@ class EarlyStopping:
         if not any(sum(v is not None for v in values) >= first_band for values in now_values.values()):
             return record  # no running trial reached a band: nothing to decide (and nothing more read)
         histories = [TrialHistory(t.index, True, now_values[t.index]) for t in running]
+        # what this tick decided on the sweep is written first: the ended trials read next include
+        # those that ended this tick, and a stop's own write (then its cancel) follows them in order
+        self.commit(record.sweep_id)
         ended = [item for item in self.store.trials(record.sweep_id)
                  if item.get("state") in ENDED and int(item["index"]) not in record.live and item.get("job")]
         if ended:

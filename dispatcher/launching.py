@@ -238,15 +238,16 @@ class Launching:
         claimed: dict[str, list[tuple[Launch, Mapping[str, Any] | None]]] = {}
         for sweep_id, items in per_sweep.items():
             try:
-                params: dict[int, dict[str, Any]] = {}
+                suggested: dict[int, dict[str, Any]] | None = None  # bayes: this tick's suggestions
                 fresh = [i.index for i in items if not i.retry]
                 if fresh and self.is_bayes(by_id[sweep_id]):  # one engine call for the sweep's fresh claims
-                    params = self.suggest_fresh(by_id[sweep_id], fresh)
+                    suggested = self.suggest_fresh(by_id[sweep_id], fresh)
                 for item in items:
-                    record, change = self.plan_claim(by_id[sweep_id], item, self.clock(), params.get(item.index))
+                    params = suggested[item.index] if suggested is not None and not item.retry else None
+                    record, change = self.plan_claim(by_id[sweep_id], item, self.clock(), params)
                     self._changes.setdefault(sweep_id, []).append(change)
                     by_id[sweep_id] = record
-                    claimed.setdefault(sweep_id, []).append((item, params.get(item.index)))
+                    claimed.setdefault(sweep_id, []).append((item, params))
             except LeaseLost:
                 raise
             except (Conflict, TransientError) as exc:

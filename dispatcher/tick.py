@@ -217,11 +217,14 @@ class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
         # created jobs our stale view would call orphans.
         self._renew()
         loaded = {r.sweep_id for r in records}
-        records, held = self.reconcile(records, jobs, report, skip=set(skip))
-        self.delete_leaks(loaded, jobs, report)
-        jobs = dict(jobs)
-        records = self.early_stop(records, jobs, report, held=held)  # stopped trials' jobs leave `jobs`
-        self.launch(records, jobs, report, held=held)
+        try:
+            records, held = self.reconcile(records, jobs, report, skip=set(skip))
+            self.delete_leaks(loaded, jobs, report)
+            jobs = dict(jobs)
+            records = self.early_stop(records, jobs, report, held=held)  # stopped trials' jobs leave `jobs`
+            self.launch(records, jobs, report, held=held)  # commits every sweep's unit of work
+        finally:
+            self._commit_left(report)
         report.active_sweeps = len(records)
         report.running = sum(r.holding for r in records)
         for record in records:  # handled without a failure this round: earlier failures are forgotten
@@ -356,6 +359,19 @@ class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
                 record = self.write_transition(
                     record, Transition(record.sweep_id, t.index, t.attempt, launched, TrialState.LAUNCHED), now, report)
         return record
+
+    def _commit_left(self, report: TickReport) -> None:
+        """A round that stopped between reconcile and launch (a bug outside the per-sweep
+        isolation) still writes what it decided: its cancels were made. Nothing after a lost lease."""
+        for sweep_id in list(self._changes):
+            try:
+                self.commit(sweep_id)
+            except LeaseLost:
+                self._changes.clear()
+                return
+            except Exception as exc:  # noqa: BLE001 - contained per sweep: the next tick decides again
+                report.errors.append(f"sweep {sweep_id}: {exc if isinstance(exc, SweepqError) else unexpected(exc)} "
+                                     "— re-planned next tick")
 
     def commit(self, sweep_id: str) -> int:
         """Write what this round decided on the sweep and has not written yet (its unit of work,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections import OrderedDict
 from typing import Any, Mapping
 
@@ -65,25 +66,31 @@ def record_from_item(item: Mapping[str, Any]) -> SweepRecord:
 
 
 class SpecCache:
-    """Specs are immutable once stored: parse each once per process (warm Lambda / loop)."""
+    """Specs are immutable once stored: parse each once per process (warm Lambda / loop). Safe to
+    share between threads (the tick's creates run on several): two that miss the same spec both
+    load it, and the cache keeps one."""
 
     def __init__(self, loader: Any, size: int = 512) -> None:
         self._loader = loader
         self._items: OrderedDict[str, Sweep] = OrderedDict()
         self._size = size
+        self._lock = threading.Lock()
 
     def get(self, sweep_id: str) -> Sweep:
-        if sweep_id in self._items:
-            self._items.move_to_end(sweep_id)
-            return self._items[sweep_id]
+        with self._lock:
+            cached = self._items.get(sweep_id)
+            if cached is not None:
+                self._items.move_to_end(sweep_id)
+                return cached
         raw = self._loader(sweep_id)
         if raw is None:
             raise KeyError(f"sweep {sweep_id} has no stored spec")
         # Accepted sweeps were validated at intake; the grid limit applied then.
         sweep = validate_sweep(raw, source=sweep_id, max_grid_size=2**62)
-        self._items[sweep_id] = sweep
-        if len(self._items) > self._size:
-            self._items.popitem(last=False)
+        with self._lock:
+            self._items[sweep_id] = sweep
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
         return sweep
 
 

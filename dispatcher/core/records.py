@@ -3,7 +3,7 @@
 Sweep:  ACTIVE → COMPLETED | FAILED (circuit breaker) | CANCELLED;  REJECTED at intake.
 Trial:  (not yet claimed: index ≥ cursor)
         PENDING  claimed for attempt *a*, its job may or may not exist yet (a crash can stop here)
-        → LAUNCHED (job created) → RUNNING (job's workers running)
+        → LAUNCHED (job created: recorded by the first tick that lists it) → RUNNING (job's workers running)
         → SUCCEEDED | FAILED | CANCELLED | EARLY_STOPPED;  LOST when a launched job vanished.
         EARLY_STOPPED  a running trial Hyperband stopped (``early_terminate``): its job deleted; not
                  failed, never retried, counted as done, its best-trial value what it reached.

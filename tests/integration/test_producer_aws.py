@@ -90,7 +90,8 @@ def test_status_follows_the_dispatcher(world: World) -> None:
     doc = json.loads(run("status", sweep_id, "-o", "json").stdout)
     # who sent it, as SQS authenticated it (the body's claim, MOTO_ARN, is only a note)
     assert doc["state"] == "ACTIVE" and doc["total"] == 4 and doc["submitter"] == MOTO_SENDER
-    assert doc["counts"] == {"not_started": 2, "waiting": 0, "pending": 0, "launched": 2, "running": 0,
+    # claimed and created: PENDING until the next tick lists their jobs and records LAUNCHED
+    assert doc["counts"] == {"not_started": 2, "waiting": 0, "pending": 2, "launched": 0, "running": 0,
                              "succeeded": 0, "failed": 0, "cancelled": 0, "early_stopped": 0}
     assert doc["best"] is None
 
@@ -99,20 +100,20 @@ def test_status_follows_the_dispatcher(world: World) -> None:
     world.backend.set_phase(f"{sweep_id}-1-a1", JobPhase.SUCCEEDED)
     world.report_metrics(sweep_id, 1, {"eval/accuracy": 0.75, "eval/loss": 0.5})
     world.dispatcher.tick()
-    # THEN status shows it, and trial 2 was launched into the freed slot
+    # THEN status shows it, and trial 2 was launched into the freed slot (PENDING until the next tick)
     result = run("status", sweep_id, "-o", "json", "--trials")
     doc = json.loads(result.stdout)
-    assert doc["counts"] == {"not_started": 1, "waiting": 0, "pending": 0, "launched": 1, "running": 1,
+    assert doc["counts"] == {"not_started": 1, "waiting": 0, "pending": 1, "launched": 0, "running": 1,
                              "succeeded": 1, "failed": 0, "cancelled": 0, "early_stopped": 0}
     assert doc["best"]["trial_index"] == 1 and doc["best"]["value"] == 0.75
     assert doc["best"]["metric"] == "eval/accuracy" and doc["best"]["params"]["learning_rate"] == 0.0003
     assert [(t["index"], t["state"], t["attempt"], t["metric"]) for t in doc["trials"]] == [
-        (0, "RUNNING", 1, None), (1, "SUCCEEDED", 1, 0.75), (2, "LAUNCHED", 1, None)]
+        (0, "RUNNING", 1, None), (1, "SUCCEEDED", 1, 0.75), (2, "PENDING", 1, None)]
 
     text = run("status", sweep_id, "--trials").stdout
     assert f"sweep {sweep_id}  demo-lr-bs  ACTIVE" in text
     assert "1/4 finished (25%)" in text
-    assert "not started 1  waiting 0  pending 0  launched 1  running 1  succeeded 1  failed 0  cancelled 0" in text
+    assert "not started 1  waiting 0  pending 1  launched 0  running 1  succeeded 1  failed 0  cancelled 0" in text
     assert "best: trial 1 eval/accuracy=0.7500 (maximize)" in text
     assert "1 more trial not started yet" in text
     # the trials table: one column per swept parameter (constants left out), a labelled, rounded metric
