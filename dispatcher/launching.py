@@ -266,16 +266,24 @@ class Launching:
         had transitions), then create each committed sweep's jobs — strictly after its own commit,
         several sweeps at once. Claim precedes create, so no job exists without a committed claim;
         a claim whose create failed is created again by the next tick (a relaunch)."""
+        lost: LeaseLost | None = None
         with ThreadPoolExecutor(max_workers=CREATE_WORKERS, thread_name_prefix="create") as pool:
             creating: dict[Future[list[Created]], str] = {}
             for sweep_id in list(self._changes):
-                if not self._commit_or_hold(sweep_id, report, by_id.get(sweep_id)):
+                try:
+                    committed = self._commit_or_hold(sweep_id, report, by_id.get(sweep_id))
+                except LeaseLost as exc:  # nothing more is written; the creates under way are still counted
+                    lost = exc
+                    self._changes.clear()
+                    committed = False
+                if not committed:
                     if sweep_id in claimed:
                         by_id[sweep_id] = before.get(sweep_id, by_id[sweep_id])
+                    if lost is not None:
+                        break
                     continue
                 if claimed.get(sweep_id):
                     creating[pool.submit(self._create_claimed, by_id[sweep_id], claimed[sweep_id])] = sweep_id
-            lost: LeaseLost | None = None
             for future in as_completed(creating):  # in the order sweeps finish; records updated here, on one thread
                 sweep_id = creating[future]
                 for index, attempt, exc in future.result():
@@ -283,7 +291,7 @@ class Launching:
                         by_id[sweep_id] = self._created(by_id[sweep_id], index, attempt, report, exc)
                     elif isinstance(exc, LeaseLost):
                         lost = exc
-                    elif isinstance(exc, (Conflict, TransientError)):
+                    elif isinstance(exc, (Conflict, TransientError)) or lost is not None:
                         report.errors.append(f"launch {sweep_id}/{index}: {exc} — re-planned next tick")
                     else:
                         self._sweep_failed(by_id[sweep_id], exc, report)
