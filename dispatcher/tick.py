@@ -5,9 +5,13 @@ this module reads, asks, and performs; the store owns every DynamoDB expression.
 safe to crash and re-run:
 
 * a sweep is stored with a conditional put *before* its message is deleted;
-* a trial is claimed (cursor/attempt condition + lease check, one transaction) *before* its job is
-  created under a deterministic name; 409 AlreadyExists counts as created; a claimed trial whose job
-  is missing is re-created by the next tick; a launched job that vanished is LOST and retried;
+* what a tick decides on a sweep — its trials' transitions, then its claims — is written as one
+  unit of work (``Store.commit_sweep``: one transaction with every condition of the single writes
+  and the lease check, split only at DynamoDB's limits); a refused one holds only that sweep;
+* a trial is claimed (cursor/attempt condition + lease check) *before* its job is created under a
+  deterministic name; 409 AlreadyExists counts as created; a claimed trial whose job is missing is
+  re-created by the next tick, which also records LAUNCHED for one whose job it lists; a launched
+  job that vanished is LOST and retried;
 * what the tick lists follows from the stored active sweeps of its scope (their kinds, their
   templates' resources); a sweep it cannot observe is held untouched, never judged;
 * each sweep is handled on its own: anything it raises holds only that sweep (and, after
