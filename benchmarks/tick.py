@@ -55,6 +55,7 @@ from kube_emulator import KubeEmulator, job_status_patch  # noqa: E402
 
 from dispatcher.backends import make_backend  # noqa: E402
 from dispatcher.core.jobs import LABEL_SWEEP_ID, LABEL_TRIAL_INDEX, DryRun, JobPhase, JobStatus  # noqa: E402
+from dispatcher.core.launch import MAX_DURATION_S  # noqa: E402
 from dispatcher.settings import Settings  # noqa: E402
 from dispatcher.tick import Dispatcher, TickReport  # noqa: E402
 from dispatcher.wiring import backend_options  # noqa: E402
@@ -202,7 +203,9 @@ class Bench:
                                             **backend_options(KIND, settings)))
         dispatcher = make_dispatcher(session, settings, {KIND: backend}, time.time, queue)
         for i in range(scenario.sweeps):
-            submit(queue, sweep_spec(f"bench-{i:03d}", scenario.trials))
+            # start_timeout at its most: the jobs stay Pending until _settle, and filling 2000x5000 takes
+            # longer than the default 30 minutes (its first trials were retried before they were measured)
+            submit(queue, sweep_spec(f"bench-{i:03d}", scenario.trials), {"start_timeout": MAX_DURATION_S})
         self._fill(dispatcher, scenario)
         results = []
         for kept in (0, scenario.kept) if scenario.kept else (0,):
