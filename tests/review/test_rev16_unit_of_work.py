@@ -1,0 +1,110 @@
+"""rev16 — adversarial review of the tick's unit of work (issue 16).
+
+Each test drives ``Dispatcher.tick`` on moto + the Kubernetes API emulator and asserts what the
+module docstrings of dispatcher/tick.py and dispatcher/launching.py promise. A failing test is a
+finding (see the rev16 report).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from helpers import Clock, bootstrap, grid_spec, make_dispatcher, submit
+
+from dispatcher.adapters.dynamo import ser
+from dispatcher.backends import make_backend
+from dispatcher.settings import Settings
+
+KIND = "job"
+
+
+def _delete(kube: Any, name: str) -> None:
+    """The job vanishes behind the dispatcher's back (node loss, kubectl delete, a TTL controller)."""
+    async def _go() -> None:
+        async with kube.handler._lock:
+            kube._find(KIND, name, "sweepq")[1].delete()
+
+    kube._run(_go())
+
+
+def _names(kube: Any) -> set[str]:
+    return {o["metadata"]["name"] for o in kube.list_objects(KIND, "sweepq")}
+
+
+def test_rev16_a_created_job_that_vanishes_before_the_next_tick_is_lost_not_created_again(aws, kube):
+    """tick.py: "a launched job that vanished is LOST and retried". launching.py ``_created``
+    claims nothing reads the difference between PENDING and LAUNCHED in the tick after a create.
+    But reconcile reads it: a PENDING trial whose job is missing is *re-created under the same
+    attempt's name* (a Relaunch), a LAUNCHED one is LOST. So a job the cluster deleted before the
+    next tick (preempted node, an admin, ttlSecondsAfterFinished on a fast job) is run again as the
+    same attempt — every tick until start_timeout, which then fails it as "could not be created"."""
+    settings = Settings.load({}, backend=KIND, max_running=2, namespace="sweepq")
+    _, queue = bootstrap(aws, settings)
+    d = make_dispatcher(aws, settings, {KIND: make_backend(KIND, api_client=kube.api_client, namespace="sweepq")},
+                        Clock(), queue)
+    sweep_id = submit(queue, grid_spec("rev16vanish", 1, 1))
+    first = d.tick()
+    assert not first.errors, first.errors
+    job = f"{sweep_id}-0-a1"
+    assert job in _names(kube)
+    _delete(kube, job)  # gone before the next tick lists it
+    d.clock.advance(30)
+    second = d.tick()
+    trial = d.store.get_trial(sweep_id, 0)
+    outcomes = [(a.get("attempt"), a.get("outcome")) for a in trial.get("attempts", [])]
+    assert job not in _names(kube), (
+        f"attempt 1's job {job} was created a second time after the cluster deleted it (trial state "
+        f"{trial['state']}, attempts {outcomes}, report launched={second.launched})")
+    assert (1, "LOST") in outcomes, outcomes
+
+
+def test_rev16_no_create_starts_after_a_commit_found_the_lease_lost(aws, kube):
+    """launching.py: "each create checks the lease first"; ``_ensure_lease``: "a lease we no longer
+    hold raises LeaseLost — for every create after it too". The commit of sweep B finds the lease
+    taken by another dispatcher (LeaseLost) while sweep A's create (committed before) has not
+    started yet on its pool thread. ``_commit_and_create`` keeps the LeaseLost in a local and never
+    sets ``_lease_gone``, and ``_ensure_lease`` renews only past half the lease: A's create goes
+    ahead under a lease that is known to be somebody else's."""
+    settings = Settings.load({}, backend=KIND, max_running=4, namespace="sweepq")
+    store, queue = bootstrap(aws, settings)
+    backend = make_backend(KIND, api_client=kube.api_client, namespace="sweepq")
+    clock = Clock()
+    d = make_dispatcher(aws, settings, {KIND: backend}, clock, queue)
+    submit(queue, grid_spec("rev16a", 1, 1))
+    submit(queue, grid_spec("rev16b", 1, 1))
+
+    committed: list[str] = []
+    stolen = threading.Event()
+    original_commit = d.store.commit_sweep
+
+    def commit_sweep(sweep_id: str, changes: Any, **kw: Any) -> int:
+        committed.append(sweep_id)
+        if len(committed) != 2:
+            return original_commit(sweep_id, changes, **kw)
+        # another dispatcher takes the lease over (ours expired while this tick stalled)
+        d.store.client.put_item(TableName=settings.table, Item=ser({
+            **d.store.lease_key, "owner": "successor", "expires_at": clock() + 600, "acquired_at": clock()}))
+        try:
+            return original_commit(sweep_id, changes, **kw)
+        finally:
+            stolen.set()
+
+    original_dryrun = backend.dryrun
+    late: list[str] = []
+
+    def dryrun(request: Any) -> Any:
+        if committed and request.sweep_id == committed[0]:
+            stolen.wait(10)  # A's create starts once B's commit has found the lease lost
+            if stolen.is_set():
+                late.append(request.job_name)
+        return original_dryrun(request)
+
+    d.store.commit_sweep = commit_sweep  # type: ignore[method-assign]
+    backend.dryrun = dryrun  # type: ignore[method-assign]
+    report = d.tick(max_rounds=1)
+    assert len(committed) >= 2 and late, (committed, late, report.errors)
+    assert any("lease" in e for e in report.errors), report.errors
+    created_late = sorted(set(late) & _names(kube))
+    assert not created_late, (f"{created_late} created after the commit of {committed[1]} found the lease lost "
+                              f"(the successor owns the scope); errors {report.errors}")
