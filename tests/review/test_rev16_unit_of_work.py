@@ -108,3 +108,53 @@ def test_rev16_no_create_starts_after_a_commit_found_the_lease_lost(aws, kube):
     created_late = sorted(set(late) & _names(kube))
     assert not created_late, (f"{created_late} created after the commit of {committed[1]} found the lease lost "
                               f"(the successor owns the scope); errors {report.errors}")
+
+
+def test_rev16_a_claim_refused_by_a_pause_does_not_lose_the_decided_outcome_of_a_cancelled_job(aws, kube):
+    """tick.py: "a refused one holds only that sweep". Before the unit of work a trial's
+    transition was its own write, so a claim refused by a pause that landed while the tick planned
+    lost only the claim. Now the transition (trial 0 over max_runtime: FAILED, its job *already
+    deleted*) and the fresh claim of trial 1 (NOT_PAUSED condition) are one transaction: the pause
+    refuses both. The deleted job's attempt stays RUNNING in the table; the next tick finds its job
+    missing and records LOST ("vanished from the cluster") instead of the FAILED over max_runtime
+    it decided and acted on: the decided outcome and its reason are lost (and retry accounting
+    then follows LOST's rules, not max_runtime's)."""
+    import time
+
+    from dispatcher.core.jobs import JobPhase
+
+    # three slots, one launch a tick: tick 3 has a free slot for trial 2 while trial 0 is cancelled
+    settings = Settings.load({}, backend=KIND, max_running=3, max_launches_per_tick=1, namespace="sweepq")
+    _, queue = bootstrap(aws, settings)
+    clock = Clock(time.time())  # the emulator stamps the job's startTime by the wall clock
+    d = make_dispatcher(aws, settings, {KIND: make_backend(KIND, api_client=kube.api_client, namespace="sweepq")},
+                        clock, queue)
+    sweep_id = submit(queue, grid_spec("rev16pause", 1, 3), {"max_runtime": 60, "max_retries": 0})
+    assert not d.tick().errors
+    job = f"{sweep_id}-0-a1"
+    kube.set_job_phase(KIND, job, JobPhase.RUNNING)
+    clock.advance(10)
+    assert not d.tick().errors
+    assert d.store.get_trial(sweep_id, 0)["state"] == "RUNNING"
+    clock.advance(120)  # over max_runtime
+
+    original_commit = d.store.commit_sweep
+
+    def commit_sweep(sid: str, changes: Any, **kw: Any) -> int:
+        # the researcher's `producer pause` lands while the tick planned (after it loaded the sweep)
+        d.store.request_pause(sid, pause=True, requested_by="operator", now=clock())
+        d.store.commit_sweep = original_commit  # type: ignore[method-assign]
+        return original_commit(sid, changes, **kw)
+
+    d.store.commit_sweep = commit_sweep  # type: ignore[method-assign]
+    third = d.tick(max_rounds=1)
+    assert job not in _names(kube), "the tick cancelled the over-runtime job"
+    d.store.request_pause(sweep_id, pause=False, requested_by="operator", now=clock())
+    for _ in range(2):
+        clock.advance(10)
+        d.tick()
+    trial = d.store.get_trial(sweep_id, 0)
+    first = (trial.get("attempts") or [{}])[0]
+    assert first.get("outcome") == "FAILED" and "max_runtime" in str(first.get("reason")), (
+        f"trial 0 decided FAILED (over max_runtime, job deleted) but recorded {first} — state {trial['state']}; "
+        f"tick 3 errors {third.errors}")
