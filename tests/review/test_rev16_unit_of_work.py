@@ -158,3 +158,47 @@ def test_rev16_a_claim_refused_by_a_pause_does_not_lose_the_decided_outcome_of_a
     assert first.get("outcome") == "FAILED" and "max_runtime" in str(first.get("reason")), (
         f"trial 0 decided FAILED (over max_runtime, job deleted) but recorded {first} — state {trial['state']}; "
         f"tick 3 errors {third.errors}")
+
+
+def test_rev16_an_unread_success_does_not_drop_the_outcome_of_another_trial_whose_job_was_cancelled(aws, kube):
+    """tick.py ``_reconcile_sweep`` cancels every job the outcome names *before* ``_apply`` adds
+    the transitions; ``_apply`` catches only MetricsNotYet per trial. A succeeded trial whose
+    trial-item read DynamoDB did not serve (BatchGetItem UnprocessedKeys after BATCH_TRIES →
+    TransientError, ``final_metrics``) aborts ``_apply``: every later transition of the sweep is
+    dropped — also trial 1's FAILED over max_runtime, whose job was just deleted. The next tick
+    records trial 1 LOST ("vanished from the cluster"), not what was decided."""
+    import time
+
+    from dispatcher.core.errors import TransientError
+    from dispatcher.core.jobs import JobPhase
+
+    settings = Settings.load({}, backend=KIND, max_running=2, namespace="sweepq")
+    _, queue = bootstrap(aws, settings)
+    clock = Clock(time.time())
+    d = make_dispatcher(aws, settings, {KIND: make_backend(KIND, api_client=kube.api_client, namespace="sweepq")},
+                        clock, queue)
+    sweep_id = submit(queue, grid_spec("rev16unread", 1, 2), {"max_runtime": 60, "max_retries": 0})
+    assert not d.tick().errors
+    jobs = [f"{sweep_id}-{i}-a1" for i in (0, 1)]
+    for job in jobs:
+        kube.set_job_phase(KIND, job, JobPhase.RUNNING)
+    clock.advance(10)
+    assert not d.tick().errors
+    clock.advance(120)  # trial 1 is over max_runtime; trial 0 succeeded
+    kube.set_job_phase(KIND, jobs[0], JobPhase.SUCCEEDED)
+    original = d.store.batch_get_trials
+
+    def unserved(keys: Any) -> Any:
+        d.store.batch_get_trials = original  # type: ignore[method-assign]
+        raise TransientError("read trials: 1 keys still unprocessed after 5 tries (DynamoDB throttling)")
+
+    d.store.batch_get_trials = unserved  # type: ignore[method-assign]
+    third = d.tick(max_rounds=1)
+    assert jobs[1] not in _names(kube), "the tick deleted trial 1's over-runtime job"
+    for _ in range(2):
+        clock.advance(10)
+        d.tick()
+    trial = d.store.get_trial(sweep_id, 1)
+    first = (trial.get("attempts") or [{}])[0]
+    assert first.get("outcome") == "FAILED" and "max_runtime" in str(first.get("reason")), (
+        f"trial 1 decided FAILED (over max_runtime, job deleted) but recorded {first}; tick errors {third.errors}")
