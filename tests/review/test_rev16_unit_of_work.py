@@ -202,3 +202,37 @@ def test_rev16_an_unread_success_does_not_drop_the_outcome_of_another_trial_whos
     first = (trial.get("attempts") or [{}])[0]
     assert first.get("outcome") == "FAILED" and "max_runtime" in str(first.get("reason")), (
         f"trial 1 decided FAILED (over max_runtime, job deleted) but recorded {first}; tick errors {third.errors}")
+
+
+def test_rev16_hundreds_of_trials_finishing_and_claimed_in_one_tick_are_all_recorded(aws, kube):
+    """One sweep, 150 running trials that all succeed in one tick and 150 fresh claims in the same
+    tick: 300 changes of one sweep, split at the item / expression limits (sweep_writes.py). Every
+    part must be consistent: the counters, the cursor and the live map agree with the trial items."""
+    from dispatcher.core.jobs import JobPhase
+
+    n = 150
+    settings = Settings.load({}, backend=KIND, max_running=n, namespace="sweepq")
+    _, queue = bootstrap(aws, settings)
+    clock = Clock()
+    d = make_dispatcher(aws, settings, {KIND: make_backend(KIND, api_client=kube.api_client, namespace="sweepq")},
+                        clock, queue)
+    spec = {**grid_spec("rev16many", 1, 1), "parameters": {"seed": {"values": list(range(2 * n))}}}
+    sweep_id = submit(queue, spec)
+    for _ in range(6):  # the planner's per-tick and waiting limits: fill the n slots first
+        assert not d.tick().errors
+        if len(_names(kube)) >= n:
+            break
+    assert len(_names(kube)) == n
+    for index in range(n):
+        kube.set_job_phase(KIND, f"{sweep_id}-{index}-a1", JobPhase.SUCCEEDED)
+    clock.advance(10)
+    report = d.tick()
+    assert not report.errors, report.errors[:3]
+    meta = d.store.get_sweep(sweep_id)
+    trials = {int(t["index"]): t for t in d.store.trials(sweep_id)}
+    assert report.finished == n and report.launched == n, report.as_dict()
+    assert int(meta.get("succeeded", 0)) == n and int(meta["cursor"]) == 2 * n, (meta.get("succeeded"), meta["cursor"])
+    assert sorted(int(i) for i in meta["live"]) == list(range(n, 2 * n))
+    assert [trials[i]["state"] for i in range(n)] == ["SUCCEEDED"] * n
+    assert {trials[i]["state"] for i in range(n, 2 * n)} == {"PENDING"}
+    assert len(_names(kube)) == 2 * n
