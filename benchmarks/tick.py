@@ -311,7 +311,11 @@ def expected_aws_calls(m: Measured) -> int:
     the finished (succeeded) trials' items and their metrics items (the metrics table, CONTRACTS C1:
     a pytorchjob's first pod is known by name) in one BatchGetItem of each table per 100;
     one transaction per touched sweep — its finished trials, its claims (a job is recorded
-    LAUNCHED by the next tick that lists it, in that tick's transaction of the sweep)."""
+    LAUNCHED by the next tick that lists it, in that tick's transaction of the sweep). A sweep
+    whose changes of one tick pass a transaction's limits (99 items + the lease check, 4 MB, the
+    META expression budget: a few dozen trials changing at once) is written in more than one: none of
+    these scenarios has one, and if one did, :func:`checks` would report the tick as a mismatch
+    (rev16 finding 5: the formula is exact only below those limits)."""
     return (6 + math.ceil(m.report.active_sweeps / 100) + 2 * math.ceil(m.report.finished / 100)
             + m.touched)
 

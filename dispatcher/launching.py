@@ -64,6 +64,7 @@ Created = tuple[int, int, Exception | None]  # a create's (trial index, attempt,
 
 
 class Launching:
+    _lease_gone: LeaseLost | None  # set by Dispatcher.__init__; a renew or a commit found the lease lost
     def _ensure_lease(self: DispatcherHost) -> None:
         """Right before a job create (Kubernetes calls are not fenced by DynamoDB): renew when half
         the lease is gone, so no create starts within ``skew_s`` of our deadline; a lease we no
@@ -169,11 +170,17 @@ class Launching:
         (a transition of the sweep's unit of work). A created job is *not* written LAUNCHED now:
         the next tick lists it and records LAUNCHED in that sweep's unit of work
         (``Dispatcher._note_created``, the path a crash between create and write always took), so a
-        tick costs one write per sweep it touches instead of a second one after its creates. Nothing
-        reads the difference in between: PENDING already means "the job may exist: create it if
-        missing" (409 = created), ``start_timeout`` counts from ``claimed_at`` in both states, the
-        caps count a PENDING trial like a LAUNCHED one, and ``producer status`` shows it PENDING
-        for one tick longer."""
+        tick costs one write per sweep it touches instead of a second one after its creates.
+        PENDING already means "the job may exist: create it if missing" (409 = created),
+        ``start_timeout`` counts from ``claimed_at`` in both states, the caps count a PENDING trial
+        like a LAUNCHED one, and ``producer status`` shows it PENDING for one tick longer.
+
+        The one difference a reader sees (rev16 finding 1, a deliberate trade): a job deleted from
+        the cluster *before any tick listed it* is created again under the same attempt's name (at
+        most one job of that name exists at a time, and at most until ``start_timeout``), where a
+        job deleted after a tick listed it is LOST and retried as a new attempt. Kubernetes'
+        own garbage collection cannot do this (``SWEEPQ_JOB_TTL_S`` is at least
+        ``MIN_JOB_TTL_S``); a person's ``kubectl delete`` within one tick of the create can."""
         if refused is not None:
             t = record.live[index]
             return self.write_transition(
@@ -272,8 +279,10 @@ class Launching:
             for sweep_id in list(self._changes):
                 try:
                     committed = self._commit_or_hold(sweep_id, report, by_id.get(sweep_id))
-                except LeaseLost as exc:  # nothing more is written; the creates under way are still counted
+                except LeaseLost as exc:  # nothing more is written or created; the creates under way are counted
                     lost = exc
+                    with self._lease_lock:  # the pool's next _ensure_lease raises it: no create after this
+                        self._lease_gone = exc
                     self._changes.clear()
                     committed = False
                 if not committed:
@@ -286,15 +295,15 @@ class Launching:
                     creating[pool.submit(self._create_claimed, by_id[sweep_id], claimed[sweep_id])] = sweep_id
             for future in as_completed(creating):  # in the order sweeps finish; records updated here, on one thread
                 sweep_id = creating[future]
-                for index, attempt, exc in future.result():
-                    if exc is None or isinstance(exc, PermanentError):
-                        by_id[sweep_id] = self._created(by_id[sweep_id], index, attempt, report, exc)
-                    elif isinstance(exc, LeaseLost):
-                        lost = exc
-                    elif isinstance(exc, (Conflict, TransientError)) or lost is not None:
-                        report.errors.append(f"launch {sweep_id}/{index}: {exc} — re-planned next tick")
+                for index, attempt, err in future.result():
+                    if err is None or isinstance(err, PermanentError):
+                        by_id[sweep_id] = self._created(by_id[sweep_id], index, attempt, report, err)
+                    elif isinstance(err, LeaseLost):
+                        lost = err
+                    elif isinstance(err, (Conflict, TransientError)) or lost is not None:
+                        report.errors.append(f"launch {sweep_id}/{index}: {err} — re-planned next tick")
                     else:
-                        self._sweep_failed(by_id[sweep_id], exc, report)
+                        self._sweep_failed(by_id[sweep_id], err, report)
         if lost is not None:
             raise lost
         for sweep_id in list(self._changes):  # attempts a create refused for good, failed: one more write

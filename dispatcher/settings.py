@@ -58,6 +58,8 @@ _SCOPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 _RESOURCE = re.compile(r"^[a-z0-9-]+\.[a-z0-9.-]+/[a-z0-9]+$")  # plural.group/version
 
 
+MIN_JOB_TTL_S = 600  # ten minutes: many ticks of any schedule; a tick that lags more is an incident
+
 @dataclass(frozen=True)
 class Settings:
     queue_url: str | None = None
@@ -88,7 +90,7 @@ class Settings:
     trainjob_runtime: str = "torch-distributed"
     # finished jobs are garbage-collected by Kubernetes after this (0: never). Every tick lists the
     # finished ones too, so keep it short: an hour leaves ample time for the tick to record them.
-    job_ttl_s: int = 3600
+    job_ttl_s: int = 3600  # at least MIN_JOB_TTL_S (or 0)
     termination_grace_s: int = 120  # pods' terminationGracePeriodSeconds (checkpoint on SIGTERM)
     template_resources: tuple[str, ...] = ()  # kind template: more "plural.group/version" to list (beyond the policy's)
     wake: bool = True  # trainers send a wake message when they finish
@@ -136,6 +138,11 @@ class Settings:
                 )
         if self.lease_seconds < 30:
             raise ConfigError(f"{ENV['lease_seconds']}: {self.lease_seconds} is too short — use at least 30")
+        if 0 < self.job_ttl_s < MIN_JOB_TTL_S:
+            # a job Kubernetes deletes before a tick lists it is not observed: a finished one loses its
+            # outcome, one deleted before its first listing is created again as the same attempt
+            raise ConfigError(f"{ENV['job_ttl_s']}: {self.job_ttl_s} s is too short — finished jobs must stay "
+                              f"until a tick records them: use at least {MIN_JOB_TTL_S} (or 0: never deleted)")
         if not _SCOPE.match(self.dispatcher_scope):
             raise ConfigError(
                 f"{ENV['scope']}: {self.dispatcher_scope[:80]!r} is not a scope — use 1-128 letters, digits and "

@@ -337,9 +337,15 @@ class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
                 continue  # its job still runs: the trial keeps its slot until a cancel succeeds
             try:
                 current = self.write_transition(current, tr, now, report)
-            except MetricsNotYet as exc:  # recorded next tick, with its metrics; nothing else waits
+            except (MetricsNotYet, TransientError) as exc:
+                # A success whose final metrics are not visible yet, or whose read DynamoDB did not
+                # serve: recorded next tick, with its metrics (its job stays SUCCEEDED on the
+                # cluster). Nothing else of the sweep waits for it: the other transitions — some of
+                # whose jobs were just cancelled — are still decided and committed (rev16 finding 4).
                 log.info(json.dumps({"event": "metrics-wait", "sweep_id": record.sweep_id, "trial": tr.index,
                                      "reason": str(exc)}))
+                if isinstance(exc, TransientError):
+                    report.errors.append(f"sweep {record.sweep_id}/{tr.index}: {exc} — recorded next tick")
                 if waiting is not None:
                     waiting.add(tr.index)
         for relaunch in outcome.relaunches:

@@ -9,10 +9,13 @@ checks that the dispatcher still has everything listed here, with these signatur
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from dispatcher.adapters.metrics import MetricsStore
-from dispatcher.adapters.store import Store
+from dispatcher.adapters.store import LeaseLost, Store
+from dispatcher.core.changes import SweepChange
+from dispatcher.core.errors import PermanentError
 from dispatcher.core.hyperband import StopDecision
 from dispatcher.core.jobs import Backend, JobStatus
 from dispatcher.core.metrics import MetricsItem
@@ -43,11 +46,16 @@ class DispatcherHost(Protocol):
     _failures: dict[str, int]
     _failed_now: set[str]
     _policy_holds: set[str]
+    _lease_lock: threading.Lock
+    _lease_gone: LeaseLost | None
+    _changes: dict[str, list[SweepChange]]
 
     # -- dispatcher.tick.Dispatcher -------------------------------------------------------------
     def _renew(self) -> None: ...
 
     def write_transition(self, record: SweepRecord, tr: Transition, now: float, report: TickReport) -> SweepRecord: ...
+
+    def commit(self, sweep_id: str) -> int: ...
 
     # -- dispatcher.isolation.Isolation ---------------------------------------------------------
     def _cancel(self, cancels: list[CancelJob], report: TickReport) -> set[str]: ...
@@ -67,10 +75,23 @@ class DispatcherHost(Protocol):
     def _create_and_mark(self, record: SweepRecord, index: int, attempt: int, report: TickReport,
                          params: Mapping[str, Any] | None = None) -> SweepRecord: ...
 
-    def _withdraw_if_not_live(self, record: SweepRecord, index: int, attempt: int, report: TickReport) -> None: ...
+    def _created(self, record: SweepRecord, index: int, attempt: int, report: TickReport,
+                 refused: PermanentError | None) -> SweepRecord: ...
 
     def claim(self, record: SweepRecord, launch: Launch, now: float,
               params: Mapping[str, Any] | None = None) -> SweepRecord: ...
+
+    def plan_claim(self, record: SweepRecord, launch: Launch, now: float,
+                   params: Mapping[str, Any] | None = None) -> tuple[SweepRecord, SweepChange]: ...
+
+    def _commit_and_create(self, by_id: dict[str, SweepRecord], before: Mapping[str, SweepRecord],
+                           claimed: Mapping[str, list[tuple[Launch, Mapping[str, Any] | None]]],
+                           report: TickReport) -> None: ...
+
+    def _create_claimed(self, record: SweepRecord,
+                        items: list[tuple[Launch, Mapping[str, Any] | None]]) -> list[tuple[int, int, Exception | None]]: ...
+
+    def _commit_or_hold(self, sweep_id: str, report: TickReport, record: SweepRecord | None) -> bool: ...
 
     # -- dispatcher.suggesting.Suggesting -------------------------------------------------------
     def is_bayes(self, record: SweepRecord) -> bool: ...

@@ -49,7 +49,7 @@ from dispatcher.adapters.keys import (
 )
 from dispatcher.adapters.lease import LeaseOps
 from dispatcher.adapters.sweep_writes import SweepWrites
-from dispatcher.core.errors import ConfigError, Conflict, TransientError
+from dispatcher.core.errors import ConfigError, LeaseLost, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,6 @@ INDEX = "by_state"
 BATCH_TRIES = 8  # BatchGetItem rounds for UnprocessedKeys before the read counts as failed
 
 
-class LeaseLost(Conflict):
-    """A fenced write failed because the tick's lease is no longer ours (it expired and another
-    tick took it, or it was released): every further write of this tick would fail the same way."""
 
 
 def _lease_check_failed(exc: ClientError) -> bool:

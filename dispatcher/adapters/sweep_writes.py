@@ -60,7 +60,7 @@ from typing import Any, Mapping, Protocol, Sequence
 from dispatcher.adapters.dynamo import jdump, ser
 from dispatcher.adapters.keys import REGISTRY_KEY, active_pk, spec_key, sweep_key, trial_key
 from dispatcher.core.changes import FreshClaim, RetryClaim, SweepChange, TrialTransition
-from dispatcher.core.errors import ConfigError, Conflict
+from dispatcher.core.errors import ClaimsRefused, ConfigError, Conflict, LeaseLost
 
 log = logging.getLogger(__name__)
 LIVE_NAMES = {"#live": "live", "#s": "state"}
@@ -245,11 +245,29 @@ class SweepWrites:
         order, only where DynamoDB's limits need it; each part carries the conditions of its own
         changes and the lease check. A refused part raises :class:`Conflict` (parts before it stay
         committed: each is a consistent step on its own, as when every change was its own write).
+
+        Claims are the speculative part of a unit of work (they need the sweep unpaused and its
+        cursor unmoved); transitions record what already happened (a job that ended, a job the tick
+        deleted). So a refused part with claims in it is written once more without the claims of
+        it and of every later part, and :class:`ClaimsRefused` says so: a pause that lands while
+        the tick plans refuses its new trials, never the outcome of a job it already cancelled.
         Returns the number of transactions written."""
         parts = _split(self, sweep_id, list(changes), now)
         for n, part in enumerate(parts):
             items, _ = _render(self, sweep_id, part, now)
-            self.transact(_what(sweep_id, part, n, len(parts)), items, owner=owner, now=now)
+            try:
+                self.transact(_what(sweep_id, part, n, len(parts)), items, owner=owner, now=now)
+            except LeaseLost:
+                raise
+            except Conflict as exc:
+                rest = [c for p in parts[n:] for c in p]
+                transitions = [c for c in rest if isinstance(c, TrialTransition)]
+                if len(transitions) == len(rest):
+                    raise
+                if transitions:
+                    self.commit_sweep(sweep_id, transitions, owner=owner, now=now)
+                raise ClaimsRefused(f"{exc} — {len(rest) - len(transitions)} claim(s) not written, "
+                                    f"{len(transitions)} transition(s) written without them") from exc
         return len(parts)
 
     # -- the tick: claims and transitions, one at a time (each its own unit of work) ---------------

@@ -65,3 +65,14 @@ class NotFound(SweepqError):
 
 class Conflict(SweepqError):
     """A conditional write lost a race; the caller re-reads and re-plans."""
+
+
+class LeaseLost(Conflict):
+    """A fenced write failed because the tick's lease is no longer ours (it expired and another
+    tick took it, or it was released): every further write of this tick would fail the same way."""
+
+
+class ClaimsRefused(Conflict):
+    """A sweep's unit of work was refused because of its claims (the sweep was paused, its cursor
+    moved, …) and was written again without them: its transitions are committed, its claims are
+    not (nothing of them may be created; the sweep is re-planned next tick)."""
