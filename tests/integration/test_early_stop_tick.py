@@ -15,6 +15,7 @@ from dispatcher.adapters.dynamo import ser
 from dispatcher.adapters.metrics import MetricsStore
 from dispatcher.adapters.store import Store
 from dispatcher.backends import make_backend
+from dispatcher.core.errors import TransientError
 from dispatcher.core.identity import job_name, trial_id
 from dispatcher.core.jobs import JobPhase
 from dispatcher.settings import Settings
@@ -211,3 +212,43 @@ def test_ended_trials_keep_their_history_summary_and_their_metrics_items_are_nev
     assert [w.trial(sid, i)["state"] for i in (2, 3, 4)] == ["RUNNING", "RUNNING", "EARLY_STOPPED"]
     assert "threshold 0.35" in w.trial(sid, 4)["reason"]
     assert json.loads(w.trial(sid, 4)["metric_summary"])["bands"] == {"2": 0.6}
+
+
+def test_a_history_read_that_fails_never_holds_a_trials_end_and_the_trial_is_read_as_before(aws, kube) -> None:
+    """The summary of a failed trial's history comes from one batched read when it ends; a read
+    DynamoDB refuses leaves it without one (the transition is written all the same), and hyperband
+    then reads its metrics item at each evaluation, as for items stored before summaries existed."""
+    w = World(aws, kube, max_running=3)
+    sid = submit(w.queue, hyperband_spec("hb", 4), {"max_retries": 0})
+    d = w.dispatcher()
+    d.tick()
+    w.run_all()
+    w.clock.advance(60)
+    d.tick()
+    w.report(sid, 1, [1.0, 0.5], status="failed")
+    w.kube.set_job_phase(KIND, job_name(sid, 1, 1), JobPhase.FAILED)
+    read = d.metrics.read  # type: ignore[union-attr]
+    asked: list[str] = []
+
+    def refused(refs, **kw):
+        raise TransientError("throttled")
+
+    d.metrics.read = refused  # type: ignore[union-attr,method-assign]
+    w.clock.advance(60)
+    report = d.tick()
+    assert report.failed == 1 and w.trial(sid, 1)["state"] == "FAILED"
+    assert "metric_summary" not in w.trial(sid, 1)
+
+    def spy(refs, **kw):
+        refs = list(refs)
+        asked.extend(job for _, job, _ in refs)
+        return read(refs, **kw)
+
+    d.metrics.read = spy  # type: ignore[union-attr,method-assign]
+    w.run_all()
+    for index, loss in ((0, 0.1), (2, 0.9)):
+        w.report(sid, index, [1.0, loss])
+    w.clock.advance(60)
+    d.tick()
+    assert job_name(sid, 1, 1) in asked  # the fallback: its item is read, its 0.5 counts at band 2
+    assert w.trial(sid, 2)["state"] == "EARLY_STOPPED" and "threshold 0.5 " in w.trial(sid, 2)["reason"]
