@@ -7,14 +7,20 @@ sweeps with ``early_terminate`` that have RUNNING trials:
    :class:`~dispatcher.adapters.metrics.MetricsStore`: an item is trusted only for its job, attempt
    and pod grammar). The iteration is the position in the metric's history.
 2. A sweep none of whose running trials reached its first band is done here: nothing can be
-   stopped. Otherwise its ended trials (trial items, one Query) are read too — their metrics items
-   in one more batched read — because W&B's thresholds are over every trial's value at a band.
+   stopped. Otherwise its ended trials (trial items, one Query) are read too, because W&B's
+   thresholds are over every trial's value at a band: each contributes the compact record kept
+   on its trial item when it ended (``metric_summary``'s ``bands``, :mod:`dispatcher.core.history`;
+   ``hyperband.from_compact``), so an ended trial's metrics item is never read again and nothing
+   its pod writes after the end (its SIGTERM grace, a late flush) moves another trial's fate.
+   Only an ended trial without one — stored before summaries existed, or whose history could
+   not be read when it ended — has its metrics item read, in one batched read (as before).
 3. ``hyperband.stop`` (W&B's ``sweeps.stop_runs``) decides; deterministic for the same histories.
 4. For each decision: **first** the trial is recorded EARLY_STOPPED (one fenced transaction,
    conditional on its attempt still being the live one: the live entry leaves the map, the
    ``early_stopped`` counter, the reason, the metrics it reached on the trial item, best trial if
    it beats it), **then** its whole job is deleted (every rank; 404 = already gone). A crash between
-   the two leaves a job no live attempt owns: the next tick's reconcile deletes it as an orphan —
+   the two leaves a job no live attempt owns (the transition also keeps the trial's summary, from
+   the history this decision was made on): the next tick's reconcile deletes it as an orphan —
    a stop is never lost, and a stopped trial is never retried (it is no longer live). A trial whose
    trainer already reported a status other than ``running`` (``finished`` while its pod exits) is
    compared but never stopped, as W&B stops running runs only; it ends as its job does.
@@ -30,8 +36,9 @@ import logging
 from typing import TYPE_CHECKING, Any, Mapping
 
 from dispatcher.adapters.store import LeaseLost
+from dispatcher.core import history
 from dispatcher.core.errors import Conflict, SweepqError, TransientError
-from dispatcher.core.hyperband import StopDecision, TrialHistory, bands, stop
+from dispatcher.core.hyperband import StopDecision, TrialHistory, bands, from_compact, stop
 from dispatcher.core.jobs import JobStatus
 from dispatcher.core.metrics import MetricsItem, history_series
 from dispatcher.core.reconcile import CancelJob
@@ -121,12 +128,19 @@ class EarlyStopping:
         # what this tick decided on the sweep is written first: the ended trials read next include
         # those that ended this tick, and a stop's own write (then its cancel) follows them in order
         self.commit(record.sweep_id)
-        ended = [item for item in self.store.trials(record.sweep_id)
-                 if item.get("state") in ENDED and int(item["index"]) not in record.live and item.get("job")]
-        if ended:
-            done = metrics.read([(record.kind, str(i["job"]), int(i.get("attempt", 1))) for i in ended])
+        unsummarised = []
+        for trial in self.store.trials(record.sweep_id):
+            if trial.get("state") not in ENDED or int(trial["index"]) in record.live:
+                continue
+            kept = history.load(trial.get(history.FIELD), metric=metric)
+            if kept is not None and "bands" in kept:
+                histories.append(from_compact(int(trial["index"]), kept["bands"]))
+            elif trial.get("job"):
+                unsummarised.append(trial)
+        if unsummarised:  # ended before summaries were kept (or unread then): read as before
+            done = metrics.read([(record.kind, str(i["job"]), int(i.get("attempt", 1))) for i in unsummarised])
             histories += [TrialHistory(int(i["index"]), False, values_of(done.get(str(i["job"])), metric))
-                          for i in ended]
+                          for i in unsummarised]
         histories = [h for h in histories if h.values]  # W&B's engine skips runs with no history
         for decision in stop(config=sweep.raw, trials=histories):
             t = record.live.get(decision.index)
@@ -135,11 +149,13 @@ class EarlyStopping:
             item = read.get(t.job_name)
             if item is not None and item.status != "running":
                 continue  # its trainer is done (finished, stopping, failed): W&B stops running runs only
-            record = self._stop_trial(record, t, decision, read.get(t.job_name), jobs, report)
+            summary = history.summarize_item(item, metric=metric, hyperband=sweep.hyperband)
+            record = self._stop_trial(record, t, decision, item, jobs, report, summary=summary)
         return record
 
     def _stop_trial(self: DispatcherHost, record: SweepRecord, t: LiveTrial, decision: StopDecision,
-                    item: MetricsItem | None, jobs: dict[str, JobStatus], report: TickReport) -> SweepRecord:
+                    item: MetricsItem | None, jobs: dict[str, JobStatus], report: TickReport, *,
+                    summary: Mapping[str, Any] | None = None) -> SweepRecord:
         now = self.clock()
         metrics = reached(item)
         best = self._best_of_stopped(record, t.index, metrics)
@@ -147,7 +163,7 @@ class EarlyStopping:
         self.store.record_transition(
             record.sweep_id, index=t.index, attempt=t.attempt, live=None, trial_state=TrialState.EARLY_STOPPED.value,
             reason=decision.reason, outcome=TrialState.EARLY_STOPPED.value, counter="early_stopped", best=best,
-            metrics=metrics or None, owner=self.owner, now=now)
+            metrics=metrics or None, summary=summary, owner=self.owner, now=now)
         log.info(json.dumps({"event": "trial", "sweep_id": record.sweep_id, "trial": t.index, "attempt": t.attempt,
                              "state": TrialState.EARLY_STOPPED.value, "reason": decision.reason, "band": decision.band,
                              "gpu_minutes_used": saved}))

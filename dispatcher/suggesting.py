@@ -15,10 +15,14 @@ Exactly once, whatever crashes or overlaps (the contract of :mod:`dispatcher.cor
   never from a new suggestion.
 
 The observations are rebuilt from the sweep's trial items (one Query, at most once per sweep and
-tick, only when the sweep launches a fresh trial): finished ones with the metric on their item,
-failed / cancelled / early-stopped ones for ``metric.impute``, and the live ones (claimed, launched,
-running, waiting for a retry) as pending or running, which the engine fantasises so it does not
-suggest their points again.
+tick, only when the sweep launches a fresh trial): the ended ones (finished, failed, cancelled,
+early-stopped) with the summary of their metric's history kept on their item when they ended
+(``metric_summary``, :mod:`dispatcher.core.history`), so W&B's y — the extremum of history and
+summary — and ``metric.impute`` (``latest``: the last reported value) come out as in W&B; and
+the live ones (claimed, launched, running, waiting for a retry) as pending or running, which the
+engine fantasises so it does not suggest their points again. With ``metric.impute_while_running``
+(W&B then fits running runs too) the running trials' metrics items are read as well: **one
+batched read** per suggesting sweep and tick, only then (no reader wired: as pending).
 """
 
 from __future__ import annotations
@@ -27,10 +31,14 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from dispatcher.core.errors import Conflict
+from dispatcher.core import history
+from dispatcher.core.errors import Conflict, TransientError
+from dispatcher.core.identity import job_name
+from dispatcher.core.metrics import MetricsItem
 from dispatcher.core.planner import Launch
-from dispatcher.core.records import SweepRecord
+from dispatcher.core.records import SweepRecord, TrialState
 from dispatcher.core.search import Observation, default_seed, observation, outcome_of, suggest
+from dispatcher.core.spec import Sweep
 from dispatcher.trials import stored_params
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -88,6 +96,7 @@ class Suggesting:
         """The sweep's trials as W&B's engine sees them, from their trial items (live state from
         the sweep's record, which is newer than a trial item's)."""
         metric = record.metric_name or ""
+        running = self.running_reports(record, self.specs.get(record.sweep_id))
         out = []
         for item in self.store.trials(record.sweep_id):
             index = int(item["index"])
@@ -100,8 +109,43 @@ class Suggesting:
                 continue
             params = stored_params(item, where=f"trial {record.sweep_id}/{index}")
             metrics = item.get("metrics") if isinstance(item.get("metrics"), Mapping) else None
-            out.append(observation(index, params, outcome, metric_name=metric, metrics=metrics))
+            if live is None:
+                out.append(history.ended_observation(index, params, outcome, metric=metric, metrics=metrics,
+                                                     stored=item.get(history.FIELD)))
+            elif index in running:
+                out.append(history.running_observation(index, params, outcome, metric=metric, item=running[index]))
+            else:
+                out.append(observation(index, params, outcome, metric_name=metric, metrics=metrics))
         return out
+
+    def running_reports(self: DispatcherHost, record: SweepRecord, sweep: Sweep) -> dict[int, MetricsItem]:
+        """The verified metrics items of the sweep's RUNNING trials, by index — read (one batched
+        read) only when W&B's engine fits running runs (``metric.impute_while_running`` set and not
+        ``'false'``) and a reader is wired. A read DynamoDB did not serve raises
+        :class:`TransientError`: the sweep's claims wait a tick rather than fit on a guess."""
+        metric = sweep.spec.metric
+        if metric is None or metric.impute_while_running in (None, "false") or self.metrics is None:
+            return {}
+        running = {t.index: t for t in record.live.values() if t.state is TrialState.RUNNING
+                   and t.job_name == job_name(record.sweep_id, t.index, t.attempt)}
+        if not running:
+            return {}
+        patterns: dict[str, str] = {}
+        if record.kind == "template":
+            for index, t in list(running.items()):
+                suffix = self._template_pattern(record, index, t.job_name)
+                if isinstance(suffix, TransientError):
+                    raise suffix
+                if suffix is None:
+                    running.pop(index)
+                else:
+                    patterns[t.job_name] = suffix
+        read = self.metrics.read([(record.kind, t.job_name, t.attempt) for t in running.values()],
+                                 template_patterns=patterns)
+        if read.unread:
+            raise TransientError(f"sweep {record.sweep_id}: the metrics of running trials {', '.join(read.unread)} "
+                                 "were left unprocessed by DynamoDB — suggested next tick")
+        return {index: read[t.job_name] for index, t in running.items() if t.job_name in read}
 
     def stored_trial_params(self: DispatcherHost, record: SweepRecord, index: int) -> dict[str, Any]:
         """A claimed trial's parameters as its claim stored them (every create of a bayes trial)."""

@@ -37,8 +37,10 @@ from pydantic import ValidationError
 from dispatcher.adapters.metrics import MetricsRead, MetricsStore
 from dispatcher.adapters.queue import Queue, Received
 from dispatcher.adapters.store import LeaseLost, Store
+from dispatcher.core import history
 from dispatcher.core.changes import SweepChange, TrialTransition
 from dispatcher.core.errors import Conflict, SweepqError, TransientError
+from dispatcher.core.hyperband import HyperbandSpec
 from dispatcher.core.identity import job_name
 from dispatcher.core.jobs import Backend, JobStatus
 from dispatcher.core.metrics import final_values, template_suffix
@@ -70,8 +72,8 @@ class MetricsNotYet(Exception):
     """A succeeded trial's final metrics are not visible yet: its transition waits a tick."""
 
 
-# (final metrics, trial item) of a succeeded trial, or why it is not recorded this tick
-FinalMetrics = Union[tuple[Mapping[str, Any], Mapping[str, Any]], Exception]
+# (final metrics, trial item, metric summary or None) of a succeeded trial, or why it is not recorded this tick
+FinalMetrics = Union[tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any] | None], Exception]
 
 
 def default_owner() -> str:
@@ -118,6 +120,7 @@ class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
         # this round's unit of work: per sweep, the changes decided and not yet committed (commit_sweep)
         self._changes: dict[str, list[SweepChange]] = {}
         self._final_metrics: dict[tuple[str, int], FinalMetrics] = {}  # prefetch_final_metrics
+        self._ended_summaries: dict[tuple[str, int], Mapping[str, Any]] = {}  # prefetch_ended_summaries
         self._noted: set[str] = set()  # jobs whose PENDING trial this round noted LAUNCHED, not committed yet
         self.specs = SpecCache(self.store.get_spec)
         self.intake = Intake(settings=settings, store=self.store, queue=queue, backends=self.backends, clock=clock,
@@ -193,6 +196,7 @@ class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
         self._failed_now = set()
         self._changes = {}  # what a round that stopped early left uncommitted is decided again from what is observed
         self._final_metrics = {}
+        self._ended_summaries = {}
         self._noted = set()
         self._lease_gone = None
         if self.queue is not None:
@@ -279,6 +283,9 @@ class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
         self.prefetch_final_metrics([(noted, tr.index) for noted, outcome in decided.values()
                                      for tr in outcome.transitions
                                      if tr.new is None and tr.trial_state is TrialState.SUCCEEDED])
+        self.prefetch_ended_summaries([(noted, tr.index) for noted, outcome in decided.values()
+                                       for tr in outcome.transitions
+                                       if tr.new is None and tr.trial_state is not TrialState.SUCCEEDED])
         for record in records:
             if record.sweep_id not in decided:
                 still_active.append(record)
@@ -397,15 +404,18 @@ class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
         other change of the sweep this round); returns the record as it is with it."""
         best = None
         metrics: Mapping[str, Any] = {}
+        summary: Mapping[str, Any] | None = None
         if tr.new is None and tr.trial_state is TrialState.SUCCEEDED:
-            metrics, item = self.trial_metrics(record, tr.index)
+            metrics, item, summary = self.trial_metrics(record, tr.index)
             best = self._best_after(record, tr.index, metrics, item)
+        elif tr.new is None:  # it leaves the live set: what prefetch_ended_summaries read of its history
+            summary = self._ended_summaries.get((tr.sweep_id, tr.index))
         started = tr.new.started_at if tr.new is not None else None
         self._changes.setdefault(tr.sweep_id, []).append(TrialTransition(
             tr.index, tr.attempt, tr.new.to_item() if tr.new is not None else None, tr.trial_state.value,
             reason=tr.reason, started_at=started, outcome=tr.outcome.value if tr.outcome is not None else None,
             counter=COUNTERS.get(tr.trial_state) if tr.new is None else None, best=best, metrics=metrics or None,
-            counted=tr.counted))
+            counted=tr.counted, summary=summary))
         log.info(json.dumps({"event": "trial", "sweep_id": tr.sweep_id, "trial": tr.index, "attempt": tr.attempt,
                              "state": tr.trial_state.value, "reason": tr.reason, "counted": tr.counted,
                              "evicted": tr.evicted}))
@@ -426,8 +436,10 @@ class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
             best=best if best is not None else record.best,
         )
 
-    def trial_metrics(self, record: SweepRecord, index: int) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
-        """(final metrics, trial item) of trial ``index``, whose live attempt just succeeded: what
+    def trial_metrics(self, record: SweepRecord, index: int
+                      ) -> tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any] | None]:
+        """(final metrics, trial item, metric summary) of trial ``index``, whose live attempt just
+        succeeded (the summary, :mod:`dispatcher.core.history`, only for a sweep that needs one): what
         :meth:`prefetch_final_metrics` read for it this tick (read now when it did not). Raises
         what that read raised for it (:class:`MetricsNotYet`, :class:`TransientError`)."""
         found = self._final_metrics.get((record.sweep_id, index))
@@ -443,8 +455,8 @@ class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
         self._final_metrics = self.final_metrics(wanted) if wanted else {}
 
     def final_metrics(self, wanted: list[tuple[SweepRecord, int]]) -> dict[tuple[str, int], FinalMetrics]:
-        """(final metrics, trial item), or what stops it being recorded now, of each (record, trial
-        index) in ``wanted`` — trials whose live attempt just succeeded; the one place the dispatcher
+        """(final metrics, trial item, metric summary), or what stops it being recorded now, of each
+        (record, trial index) in ``wanted`` — trials whose live attempt just succeeded; the one place the dispatcher
         reads what a trial reported. The metrics come from the metrics table (CONTRACTS C1), from an
         item that names the live attempt's job, trial and attempt, written by a pod of that job
         (:func:`dispatcher.core.metrics.verify`); its finished values
@@ -464,27 +476,18 @@ class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
         for record, index in wanted:
             key = (record.sweep_id, index)
             item = items.get(key) or {}
-            out[key] = ({}, item)
+            out[key] = ({}, item, None)
             live = record.live.get(index)
             if self.metrics is None or live is None:
                 continue
-            job = job_name(record.sweep_id, index, live.attempt)
-            if live.job_name and live.job_name != job:
-                self._metrics_skipped(record, index, live.attempt, job,
-                                      f"the live entry names job {live.job_name!r}, not {job!r}: no metrics trusted")
+            job = self._live_job(record, index)
+            if job is None:
                 continue
             if record.kind == "template":
-                try:
-                    policy = self.policy()
-                except SweepqError as exc:  # which pods to trust is the policy's word: wait for it
-                    out[key] = TransientError(f"metrics of {job}: the operator policy cannot be read ({exc})")
-                    continue
-                entry = policy.templates.get(record.launch.template or "")
-                suffix = template_suffix(entry.pod_name_pattern if entry is not None else None)
-                if suffix is None:
-                    self._metrics_skipped(record, index, live.attempt, job,
-                                          f"template {record.launch.template!r} has no pod_name_pattern "
-                                          "'{job}-<regex>' in the policy: no pod of it is trusted")
+                suffix = self._template_pattern(record, index, job)
+                if isinstance(suffix, Exception):
+                    out[key] = suffix
+                if not isinstance(suffix, str):
                     continue
                 patterns[job] = suffix
             refs.append((record.kind, job, live.attempt))
@@ -502,6 +505,89 @@ class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
             out[key] = self._final_of(record, index, job, attempt, read, out[key])
         return out
 
+    def _live_job(self, record: SweepRecord, index: int) -> str | None:
+        """The job of trial ``index``'s live attempt, whose metrics item may be trusted; ``None``
+        (logged) when the live entry names another job."""
+        live = record.live[index]
+        job = job_name(record.sweep_id, index, live.attempt)
+        if live.job_name and live.job_name != job:
+            self._metrics_skipped(record, index, live.attempt, job,
+                                  f"the live entry names job {live.job_name!r}, not {job!r}: no metrics trusted")
+            return None
+        return job
+
+    def _template_pattern(self, record: SweepRecord, index: int, job: str) -> str | TransientError | None:
+        """The pod-name pattern a ``template`` sweep's metrics items are trusted by (the operator
+        policy's entry); ``None`` (logged) when its entry trusts no pod; :class:`TransientError`
+        when the policy cannot be read now (which pods to trust is the policy's word: wait for it)."""
+        try:
+            policy = self.policy()
+        except SweepqError as exc:
+            return TransientError(f"metrics of {job}: the operator policy cannot be read ({exc})")
+        entry = policy.templates.get(record.launch.template or "")
+        suffix = template_suffix(entry.pod_name_pattern if entry is not None else None)
+        if suffix is None:
+            self._metrics_skipped(record, index, record.live[index].attempt, job,
+                                  f"template {record.launch.template!r} has no pod_name_pattern "
+                                  "'{job}-<regex>' in the policy: no pod of it is trusted")
+        return suffix
+
+    def summary_needs(self, record: SweepRecord) -> tuple[str, HyperbandSpec | None] | None:
+        """``(metric, hyperband spec)`` when the sweep's ended trials get a metric summary
+        (:func:`dispatcher.core.history.needed`), else ``None`` — also for a spec that cannot be
+        read (its claims report that; the trial then ends without a summary, the fallback)."""
+        if not record.metric_name:
+            return None
+        try:
+            sweep = self.specs.get(record.sweep_id)
+        except Exception:  # noqa: BLE001 - reported by the sweep's claims; a summary is never worth failing a transition
+            return None
+        return (record.metric_name, sweep.hyperband) if history.needed(sweep) else None
+
+    def prefetch_ended_summaries(self, wanted: list[tuple[SweepRecord, int]]) -> None:
+        """The metric summaries (:mod:`dispatcher.core.history`) of the trials this tick ends
+        other than by success (failed, cancelled, lost and given up), of sweeps that need one
+        (bayes, hyperband): **one batched read** of their live attempts' metrics items for the
+        whole tick (a ``BatchGetItem`` per 100 jobs, a ``Query`` per job for kinds without a
+        predictable pod), made only in a tick where such a trial ends — in exchange, no ended
+        trial's metrics item is read again. A read refused or left unprocessed leaves those trials
+        without a summary (logged): their transitions are never held for it, and the readers fall
+        back as for an item stored before summaries existed."""
+        self._ended_summaries = {}
+        if self.metrics is None:
+            return
+        refs: list[tuple[str, str, int]] = []
+        patterns: dict[str, str] = {}
+        asked: list[tuple[SweepRecord, int, str, tuple[str, HyperbandSpec | None]]] = []
+        for record, index in wanted:
+            needs = self.summary_needs(record)
+            if needs is None or index not in record.live:
+                continue
+            job = self._live_job(record, index)
+            if job is None:
+                continue
+            if record.kind == "template":
+                suffix = self._template_pattern(record, index, job)
+                if not isinstance(suffix, str):
+                    continue
+                patterns[job] = suffix
+            refs.append((record.kind, job, record.live[index].attempt))
+            asked.append((record, index, job, needs))
+        if not asked:
+            return
+        try:
+            read = self.metrics.read(refs, template_patterns=patterns)
+        except SweepqError as exc:
+            log.warning(json.dumps({"event": "history-unread", "trials": len(asked), "reason": str(exc)}))
+            return
+        for record, index, job, (metric, hyperband) in asked:
+            if job in read.unread:
+                log.warning(json.dumps({"event": "history-unread", "sweep_id": record.sweep_id, "trial": index,
+                                        "reason": "DynamoDB kept the read unprocessed"}))
+                continue
+            self._ended_summaries[(record.sweep_id, index)] = history.summarize_item(
+                read.get(job), metric=metric, hyperband=hyperband)
+
     def _final_of(self, record: SweepRecord, index: int, job: str, attempt: int, read: MetricsRead | None,
                   unread: FinalMetrics) -> FinalMetrics:
         assert read is not None and not isinstance(unread, Exception)
@@ -512,15 +598,20 @@ class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
         if found is not None and found.status == "running" and self._may_wait(found.updated_at):
             return MetricsNotYet(f"{job}: its pod's item still says 'running' — the final write (or the index) "
                                  f"lags; waiting up to {METRICS_WAIT_S} s")
+        needs = self.summary_needs(record)
         if found is None:
             reasons = "; ".join(f"{i.pod}: {i.reason}" for i in read.ignored if i.job == job) or "no item for its pods"
             self._metrics_skipped(record, index, attempt, job, f"no trusted metrics item ({reasons})",
                                   "metrics-missing")
-            return {}, item
+            return {}, item, (history.summarize_item(None, metric=needs[0], hyperband=needs[1]) if needs else None)
         final = final_values(found, metric=record.metric_name)
         for note in final.notes:
             self._metrics_skipped(record, index, attempt, job, f"{found.pod}: {note}")
-        return final.values, item
+        summary = None
+        if needs is not None:  # W&B's summary of a finished run is its final value
+            summary = history.summarize_item(found, metric=needs[0], hyperband=needs[1],
+                                             summary=final.values.get(needs[0]))
+        return final.values, item, summary
 
     @staticmethod
     def _metrics_skipped(record: SweepRecord, index: int, attempt: int, job: str, reason: str,

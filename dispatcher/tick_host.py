@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 from dispatcher.adapters.metrics import MetricsStore
 from dispatcher.adapters.store import LeaseLost, Store
 from dispatcher.core.changes import SweepChange
-from dispatcher.core.errors import PermanentError
+from dispatcher.core.errors import PermanentError, TransientError
 from dispatcher.core.hyperband import StopDecision
 from dispatcher.core.jobs import Backend, JobStatus
 from dispatcher.core.metrics import MetricsItem
@@ -56,6 +56,8 @@ class DispatcherHost(Protocol):
     def write_transition(self, record: SweepRecord, tr: Transition, now: float, report: TickReport) -> SweepRecord: ...
 
     def commit(self, sweep_id: str) -> int: ...
+
+    def _template_pattern(self, record: SweepRecord, index: int, job: str) -> str | TransientError | None: ...
 
     # -- dispatcher.isolation.Isolation ---------------------------------------------------------
     def _cancel(self, cancels: list[CancelJob], report: TickReport) -> set[str]: ...
@@ -102,6 +104,8 @@ class DispatcherHost(Protocol):
 
     def observations(self, record: SweepRecord) -> list[Observation]: ...
 
+    def running_reports(self, record: SweepRecord, sweep: Sweep) -> dict[int, MetricsItem]: ...
+
     def stored_trial_params(self, record: SweepRecord, index: int) -> dict[str, Any]: ...
 
     # -- dispatcher.early_stop.EarlyStopping ----------------------------------------------------
@@ -110,7 +114,8 @@ class DispatcherHost(Protocol):
                           report: TickReport, *, metrics: MetricsStore) -> SweepRecord: ...
 
     def _stop_trial(self, record: SweepRecord, t: LiveTrial, decision: StopDecision,
-                    item: MetricsItem | None, jobs: dict[str, JobStatus], report: TickReport) -> SweepRecord: ...
+                    item: MetricsItem | None, jobs: dict[str, JobStatus], report: TickReport, *,
+                    summary: Mapping[str, Any] | None = None) -> SweepRecord: ...
 
     def _best_of_stopped(self, record: SweepRecord, index: int,
                          metrics: Mapping[str, Any]) -> dict[str, Any] | None: ...

@@ -36,7 +36,8 @@ item                       operation in the sweep's transaction
 ``#<index:010d>``          with what later changes of the same trial set folded in; otherwise
                            one ``Update`` (``attribute_exists``) whose ``SET``/``REMOVE`` is the
                            trial's changes applied in order (the last value wins) and whose
-                           ``attempts`` gets every ended attempt appended.
+                           ``attempts`` gets every ended attempt appended; a trial that
+                           leaves the live set gets its ``metric_summary`` here too.
 ``LEASE``                  the ``ConditionCheck`` of the lease (last item).
 =========================  ===============================================================
 
@@ -59,6 +60,7 @@ from typing import Any, Mapping, Protocol, Sequence
 
 from dispatcher.adapters.dynamo import jdump, ser
 from dispatcher.adapters.keys import REGISTRY_KEY, active_pk, spec_key, sweep_key, trial_key
+from dispatcher.core import history
 from dispatcher.core.changes import FreshClaim, RetryClaim, SweepChange, TrialTransition
 from dispatcher.core.errors import ClaimsRefused, ConfigError, Conflict, LeaseLost
 
@@ -285,11 +287,13 @@ class SweepWrites:
                           trial_state: str, reason: str = "", started_at: float | None = None,
                           outcome: str | None = None, counter: str | None = None,
                           best: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
-                          counted: bool | None = None, owner: str, now: float) -> None:
+                          counted: bool | None = None, summary: Mapping[str, Any] | None = None, owner: str,
+                          now: float) -> None:
         """One live trial changes or leaves the live set, with its trial item, in one transaction
         (:class:`~dispatcher.core.changes.TrialTransition`)."""
         change = TrialTransition(index, attempt, live, trial_state, reason=reason, started_at=started_at,
-                                 outcome=outcome, counter=counter, best=best, metrics=metrics, counted=counted)
+                                 outcome=outcome, counter=counter, best=best, metrics=metrics, counted=counted,
+                                 summary=summary)
         self.commit_sweep(sweep_id, [change], owner=owner, now=now)
 
     # -- the tick: transitions and ends -----------------------------------------------------
@@ -425,6 +429,8 @@ def _merge(sweep_id: str, changes: Sequence[SweepChange], now: float) -> tuple[_
                 op.set("finished_at", now)
             if change.metrics is not None:
                 op.set("metrics", dict(change.metrics))
+            if change.summary is not None:  # JSON text: a finite metric may exceed a DynamoDB number
+                op.set(history.FIELD, history.dump(change.summary))
     return meta, trials
 
 

@@ -19,7 +19,9 @@ class TrialTransition:
     """A live trial changes (``live`` = its new live entry) or leaves the live set (``live`` None,
     ``counter`` = succeeded/failed/cancelled/early_stopped). Decided on attempt ``attempt`` being
     the trial's live one. ``metrics``: its final metrics (the trial item's ``metrics``); ``outcome``:
-    the attempt ended (appended to the trial's ``attempts``, with ``counted`` when known)."""
+    the attempt ended (appended to the trial's ``attempts``, with ``counted`` when known).
+    ``summary``: the sweep metric's history as the tick last read it, for a trial that leaves the
+    live set (:mod:`dispatcher.core.history`; stored as the trial item's ``metric_summary``)."""
 
     index: int
     attempt: int
@@ -32,6 +34,7 @@ class TrialTransition:
     best: Mapping[str, Any] | None = None
     metrics: Mapping[str, Any] | None = None
     counted: bool | None = None
+    summary: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ How the tick uses it (the contract for whoever wires it; the decision is pure, t
    retried, counted as done, eligible for best trial on what it reached) and free the slot. A crash
    after the intent is repaired by the next tick: a STOPPING trial's job is deleted again. A trial
    that finished before the intent committed stays SUCCEEDED (the condition fails).
-4. When a trial ends (any terminal state), keep ``compact(spec, values)`` for it.
+4. When a trial ends (any terminal state), keep ``compact(spec, values)`` for it (the tick keeps it
+   as the ``bands`` of the trial item's ``metric_summary``, :mod:`dispatcher.core.history`).
 """
 
 from __future__ import annotations

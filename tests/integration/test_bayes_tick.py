@@ -113,6 +113,11 @@ def test_a_bayes_sweep_is_accepted_and_its_trials_get_stored_suggestions_that_mo
     assert meta["best"]["value"] == pytest.approx(min(loss(p) for p in seen.values()))
     names = [j["metadata"]["name"] for j in w.jobs()]
     assert len(names) == len(set(names)) == 6
+    # every finished trial keeps its metric's summary (no bands: no early_terminate), what bayes fits on
+    for trial in w.store.trials(sid):
+        kept = json.loads(trial["metric_summary"])
+        assert kept["metric"] == "eval/loss" and "bands" not in kept
+        assert kept["summary"] == pytest.approx(float(trial["metrics"]["eval/loss"]))
 
 
 def test_a_retried_bayes_trial_reuses_its_stored_parameters(aws, kube) -> None:

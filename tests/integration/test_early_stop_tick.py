@@ -5,6 +5,8 @@ deleted, its slot given to the next trial in the same tick, never retried."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from helpers import Clock, bootstrap, grid_spec, submit
 from helpers import pytorchjob_phase as phase_of
@@ -13,6 +15,7 @@ from dispatcher.adapters.dynamo import ser
 from dispatcher.adapters.metrics import MetricsStore
 from dispatcher.adapters.store import Store
 from dispatcher.backends import make_backend
+from dispatcher.core.errors import TransientError
 from dispatcher.core.identity import job_name, trial_id
 from dispatcher.core.jobs import JobPhase
 from dispatcher.settings import Settings
@@ -158,3 +161,94 @@ def test_a_metrics_item_of_another_attempt_cannot_stop_a_trial(aws, kube) -> Non
     assert w.trial(sid, 2)["state"] == "RUNNING"
     w.report(sid, 2, [5.0, 5.0])  # its own attempt's item: now it is stopped
     assert d.tick().early_stopped == 1
+
+
+def test_ended_trials_keep_their_history_summary_and_their_metrics_items_are_never_read_again(aws, kube) -> None:
+    """hyperband.py step 4 / dispatcher.core.history: a trial that ends — succeeded, failed, stopped —
+    keeps the metric's history as the tick last read it on its trial item (``metric_summary``, in
+    the transition's own transaction); evaluations then read only the running trials' items."""
+    w = World(aws, kube, max_running=3)
+    sid = submit(w.queue, hyperband_spec("hb", 5), {"max_retries": 0})
+    d = w.dispatcher()
+    d.tick()
+    w.run_all()
+    w.clock.advance(60)
+    d.tick()
+    # WHEN trial 0 finishes (1.0, 0.1, 0.3) and trial 1 fails after reporting 1.0, 0.5, 0.4
+    w.report(sid, 0, [1.0, 0.1, 0.3], status="finished")
+    w.kube.set_job_phase(KIND, job_name(sid, 0, 1), JobPhase.SUCCEEDED)
+    w.report(sid, 1, [1.0, 0.5, 0.4], status="failed")
+    w.kube.set_job_phase(KIND, job_name(sid, 1, 1), JobPhase.FAILED)
+    w.clock.advance(60)
+    report = d.tick()
+    assert (report.finished, report.failed) == (1, 1), report.as_dict()
+    # THEN each trial item keeps its summary: extrema, latest, the W&B summary value, band values
+    done = json.loads(w.trial(sid, 0)["metric_summary"])
+    assert done == {"metric": "eval/loss", "n": 3, "min": 0.1, "max": 1.0, "latest": 0.3, "summary": 0.3,
+                    "bands": {"2": 0.1}}
+    failed = json.loads(w.trial(sid, 1)["metric_summary"])
+    assert failed["n"] == 3 and failed["latest"] == 0.4 and failed["bands"] == {"2": 0.5}
+    # WHEN a running trial reaches the band, the ended pods rewrite their items (a late flush)
+    w.report(sid, 0, [1.0, 0.01, 0.3], status="finished")
+    w.report(sid, 1, [1.0, 0.02], status="failed")
+    w.run_all()
+    for index, loss in ((2, 0.3), (3, 0.35), (4, 0.6)):
+        w.report(sid, index, [1.0, loss])
+    asked: list[str] = []
+    read = d.metrics.read  # type: ignore[union-attr]
+
+    def spy(refs, **kw):
+        refs = list(refs)
+        asked.extend(job for _, job, _ in refs)
+        return read(refs, **kw)
+
+    d.metrics.read = spy  # type: ignore[union-attr,method-assign]
+    w.clock.advance(60)
+    d.tick()
+    # THEN the evaluation read no ended trial's item, and judged on the kept values: band 2 holds
+    # 0.1, 0.5 (ended) and 0.3, 0.35, 0.6 — threshold 0.35, only trial 4 is stopped (on the late
+    # writes, 0.01 and 0.02, the threshold would be 0.3 and trial 3 stopped too)
+    assert not {job_name(sid, 0, 1), job_name(sid, 1, 1)} & set(asked), asked
+    assert [w.trial(sid, i)["state"] for i in (2, 3, 4)] == ["RUNNING", "RUNNING", "EARLY_STOPPED"]
+    assert "threshold 0.35" in w.trial(sid, 4)["reason"]
+    assert json.loads(w.trial(sid, 4)["metric_summary"])["bands"] == {"2": 0.6}
+
+
+def test_a_history_read_that_fails_never_holds_a_trials_end_and_the_trial_is_read_as_before(aws, kube) -> None:
+    """The summary of a failed trial's history comes from one batched read when it ends; a read
+    DynamoDB refuses leaves it without one (the transition is written all the same), and hyperband
+    then reads its metrics item at each evaluation, as for items stored before summaries existed."""
+    w = World(aws, kube, max_running=3)
+    sid = submit(w.queue, hyperband_spec("hb", 4), {"max_retries": 0})
+    d = w.dispatcher()
+    d.tick()
+    w.run_all()
+    w.clock.advance(60)
+    d.tick()
+    w.report(sid, 1, [1.0, 0.5], status="failed")
+    w.kube.set_job_phase(KIND, job_name(sid, 1, 1), JobPhase.FAILED)
+    read = d.metrics.read  # type: ignore[union-attr]
+    asked: list[str] = []
+
+    def refused(refs, **kw):
+        raise TransientError("throttled")
+
+    d.metrics.read = refused  # type: ignore[union-attr,method-assign]
+    w.clock.advance(60)
+    report = d.tick()
+    assert report.failed == 1 and w.trial(sid, 1)["state"] == "FAILED"
+    assert "metric_summary" not in w.trial(sid, 1)
+
+    def spy(refs, **kw):
+        refs = list(refs)
+        asked.extend(job for _, job, _ in refs)
+        return read(refs, **kw)
+
+    d.metrics.read = spy  # type: ignore[union-attr,method-assign]
+    w.run_all()
+    for index, loss in ((0, 0.1), (2, 0.9)):
+        w.report(sid, index, [1.0, loss])
+    w.clock.advance(60)
+    d.tick()
+    assert job_name(sid, 1, 1) in asked  # the fallback: its item is read, its 0.5 counts at band 2
+    assert w.trial(sid, 2)["state"] == "EARLY_STOPPED" and "threshold 0.5 " in w.trial(sid, 2)["reason"]
