@@ -65,3 +65,58 @@ def test_rev17_a_sweep_whose_breaker_tripped_launches_no_new_trial_while_a_succe
     d.tick()
     meta = d.store.get_sweep(sweep_id)
     assert meta["state"] == "FAILED", meta["state"]
+
+
+class _Counting:
+    """``aws`` whose clients count their calls (the benchmark's AwsCalls, on in-process moto)."""
+
+    def __init__(self, session: Any) -> None:
+        from benchmarks._common import AwsCalls
+
+        self.session, self.calls = session, AwsCalls()
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        return self.calls.attach(self.session.client(service, **kwargs))
+
+
+def _formula(report: Any, touched: int) -> int:
+    from types import SimpleNamespace
+
+    from benchmarks.tick import expected_aws_calls
+
+    return expected_aws_calls(SimpleNamespace(report=report, touched=touched))  # type: ignore[arg-type]
+
+
+def test_rev17_the_benchmarks_call_formula_counts_the_launched_notes_and_the_end_of_a_sweep(aws, kube):
+    """benchmarks/tick.py ``expected_aws_calls``: "one transaction per touched sweep", touched =
+    "sweeps with a job that finished or was created in the tick" (``Measured.touched``), asserted
+    in tests/unit/test_benchmarks_smoke.py and printed as "Every tick made exactly …". The tick
+    after a create writes LAUNCHED for a sweep none of whose jobs finished or was created (one
+    transaction the formula does not count), and the tick a sweep ends in writes its unit of work
+    *and* ``end_sweep`` (two for one touched sweep), and its ⌈sweeps/100⌉ uses
+    ``report.active_sweeps`` — counted *after* the end — for the sweeps the tick loaded. The
+    formula holds only for the benchmark's own sequence of ticks, not for "every tick"."""
+    kind = "pytorchjob"  # the benchmark's kind (its first pod is known by name: one metrics BatchGetItem)
+    counting = _Counting(aws)
+    settings = Settings.load({}, backend=kind, namespace="sweepq", max_running=1)
+    _, queue = bootstrap(counting, settings)
+    d = make_dispatcher(counting, settings, {kind: make_backend(kind, api_client=kube.api_client,
+                                                                namespace="sweepq")}, Clock(), queue)
+    sweep_id = submit(queue, grid_spec("rev17calls", 1, 1))
+    assert not d.tick().errors  # intake, claim, create
+    d.clock.advance(10)
+    counting.calls.reset()
+    noted = d.tick()  # lists the job: LAUNCHED; nothing finished, nothing created
+    assert not noted.errors and noted.launched == 0 and noted.finished == 0
+    measured = {"launched note": (sum(counting.calls.calls.values()), _formula(noted, touched=0),
+                                  dict(counting.calls.calls))}
+    kube.set_job_phase(kind, f"{sweep_id}-0-a1", JobPhase.SUCCEEDED)
+    d.clock.advance(10)
+    counting.calls.reset()
+    ended = d.tick()  # its only trial succeeded: the sweep ends
+    measured["sweep ends"] = (sum(counting.calls.calls.values()), _formula(ended, touched=1),
+                              dict(counting.calls.calls))
+    assert not ended.errors and ended.finished == 1
+    assert d.store.get_sweep(sweep_id)["state"] == "COMPLETED"
+    wrong = {tick: m for tick, m in measured.items() if m[0] != m[1]}
+    assert not wrong, "(calls made, formula, by operation): " + "; ".join(f"{k}: {v}" for k, v in wrong.items())
