@@ -120,3 +120,40 @@ def test_rev17_the_benchmarks_call_formula_counts_the_launched_notes_and_the_end
     assert d.store.get_sweep(sweep_id)["state"] == "COMPLETED"
     wrong = {tick: m for tick, m in measured.items() if m[0] != m[1]}
     assert not wrong, "(calls made, formula, by operation): " + "; ".join(f"{k}: {v}" for k, v in wrong.items())
+
+
+def test_rev17_claims_a_split_unit_committed_before_a_pause_are_created_in_their_tick(aws, kube):
+    """launching.py ``_commit_and_create``: "its jobs are created after that commit"; ClaimsRefused
+    (core/errors.py): "its claims are not [written] (nothing of them may be created)". A unit of
+    150 fresh claims is split (DynamoDB's 100 items); a pause lands after part 1 committed. Part 2
+    is refused and ``commit_sweep`` raises ClaimsRefused for the *whole* unit, so the caller reverts
+    the sweep to ``before`` and creates nothing — also for the part-1 claims that *are* written
+    (cursor advanced). They wait, PENDING without a job, for the next tick's relaunch, which runs
+    while the sweep is paused: the paused sweep starts them then."""
+    n = 150
+    d, queue, _ = _dispatcher(aws, kube, max_running=n, max_launches_per_tick=n)
+    spec = {**grid_spec("rev17split", 1, 1), "parameters": {"seed": {"values": list(range(2 * n))}}}
+    sweep_id = submit(queue, spec)
+    original = d.store.transact
+    parts: list[str] = []
+
+    def transact(what: str, items: Any, **kw: Any) -> None:
+        if what.startswith(f"commit sweep {sweep_id}") and "part 2 of" in what and not parts:
+            parts.append(what)  # `producer pause` lands between the unit's parts
+            d.store.request_pause(sweep_id, pause=True, requested_by="operator", now=d.clock())
+        return original(what, items, **kw)
+
+    d.store.transact = transact  # type: ignore[method-assign]
+    report = d.tick(max_rounds=1)
+    d.store.transact = original  # type: ignore[method-assign]
+    assert parts, "the unit was split"
+    meta = d.store.get_sweep(sweep_id)
+    claimed = {t["job"] for t in meta["live"].values()}
+    created = _names(kube)
+    assert claimed, "part 1's claims are written"
+    d.clock.advance(10)
+    d.tick()  # still paused
+    later = _names(kube)
+    assert claimed == created, (f"{len(claimed)} claims written (cursor {meta['cursor']}) but {len(created)} of their "
+                                f"jobs created in their tick (the next tick, paused, created {len(later)}); "
+                                f"errors {report.errors}")
