@@ -157,3 +157,43 @@ def test_rev17_claims_a_split_unit_committed_before_a_pause_are_created_in_their
     assert claimed == created, (f"{len(claimed)} claims written (cursor {meta['cursor']}) but {len(created)} of their "
                                 f"jobs created in their tick (the next tick, paused, created {len(later)}); "
                                 f"errors {report.errors}")
+
+
+def test_rev17_a_unit_refused_for_a_stale_transition_is_not_written_again_without_its_claims(aws):
+    """sweep_writes.py ``commit_sweep``: a refused part with claims in it is written once more
+    without them — meant for claims refused by a pause or a moved cursor. It re-writes whatever
+    refused the part: a stale transition (or a sweep that ended) refuses the re-write too, so
+    every such refusal costs a second, pointless TransactWriteItems (and it cannot be told from a
+    claim refusal, as the cancellation reasons are never looked at)."""
+    import pytest
+
+    from dispatcher.adapters.keys import active_pk
+    from dispatcher.adapters.store import Store
+    from dispatcher.core.changes import FreshClaim, TrialTransition
+    from dispatcher.core.errors import ClaimsRefused, Conflict
+
+    scope, owner, sweep = "default", "me", "rev17-abcdefgh"
+    client = aws.client("dynamodb")
+    sent: list[Any] = []
+    client.meta.events.register("provide-client-params.dynamodb.TransactWriteItems",
+                                lambda params, **_: sent.append(params["TransactItems"]))
+    s = Store("rev17", client, scope=scope)
+    s.create_table()
+    assert s.acquire_lease(owner, now=1.0, seconds=10_000, skew_s=1)
+    assert s.put_sweep({"sweep_id": sweep, "type": "sweep", "state": "ACTIVE", "list_pk": active_pk(scope),
+                        "list_sk": f"2026#{sweep}", "scope": scope, "cursor": 0, "live": {}, "total": 10,
+                        "succeeded": 0, "failed": 0, "cancelled": 0}, {"name": "u"}, owner=None, now=1.0)
+
+    def fresh(i: int) -> FreshClaim:
+        job = f"{sweep}-{i}-a1"
+        return FreshClaim(i, {"attempt": 1, "state": "PENDING", "job": job, "claimed_at": 2.0},
+                          {"type": "trial", "sweep_id": sweep, "index": i, "params": "{}", "state": "PENDING",
+                           "attempt": 1, "job": job, "claimed_at": 2.0, "updated_at": 2.0})
+
+    s.commit_sweep(sweep, [fresh(0)], owner=owner, now=2.0)
+    sent.clear()
+    stale = TrialTransition(0, 7, {"attempt": 7, "state": "RUNNING", "job": "j", "claimed_at": 2.0}, "RUNNING")
+    with pytest.raises(Conflict) as raised:
+        s.commit_sweep(sweep, [stale, fresh(1)], owner=owner, now=3.0)
+    assert not isinstance(raised.value, ClaimsRefused)
+    assert len(sent) == 1, f"{len(sent)} transactions for one refused unit (its stale transition refused both)"
