@@ -223,3 +223,89 @@ def test_rev17_splitting_a_large_unit_merges_each_change_a_bounded_number_of_tim
     parts = sw._split(Store("t", None, scope="default"), "rev17-abcdefgh", changes, 1.0)
     assert sum(len(p) for p in parts) == n
     assert merged[0] <= 3 * n, f"{merged[0]} changes merged to split {n} into {len(parts)} parts"
+
+
+def test_rev17_a_pause_refusing_a_retry_keeps_its_waiting_transition_once_and_the_retry_runs_once(aws, kube):
+    """Guard. One tick records trial 0's failed attempt (WAITING, the attempt appended to its
+    history) and claims its retry (RetryClaim on that WAITING attempt) in one unit; a pause lands
+    before the commit: ClaimsRefused re-writes the WAITING transition alone. No attempt-2 job is
+    created while paused, the failed attempt is appended once, and after the resume attempt 2 runs
+    exactly once."""
+    d, queue, _ = _dispatcher(aws, kube, max_running=1)
+    sweep_id = submit(queue, grid_spec("rev17retry", 1, 1), {"max_retries": 2})
+    assert not d.tick().errors
+    first, second = f"{sweep_id}-0-a1", f"{sweep_id}-0-a2"
+    kube.set_job_phase(KIND, first, JobPhase.FAILED)
+    d.clock.advance(10)
+    original = d.store.commit_sweep
+    seen: list[Any] = []
+
+    def commit_sweep(sid: str, changes: Any, **kw: Any) -> int:
+        seen.append([type(c).__name__ for c in changes])
+        d.store.request_pause(sid, pause=True, requested_by="operator", now=d.clock())
+        d.store.commit_sweep = original  # type: ignore[method-assign]
+        return original(sid, changes, **kw)
+
+    d.store.commit_sweep = commit_sweep  # type: ignore[method-assign]
+    report = d.tick(max_rounds=1)
+    assert seen and "RetryClaim" in seen[0] and "TrialTransition" in seen[0], (seen, report.errors)
+    assert second not in _names(kube), "no retry is created for a refused claim"
+    meta = d.store.get_sweep(sweep_id)
+    assert (meta["live"]["0"]["attempt"], meta["live"]["0"]["state"]) == (1, "WAITING"), meta["live"]
+    d.clock.advance(10)
+    assert not d.tick().errors and second not in _names(kube), "paused: the retry waits"
+    d.store.request_pause(sweep_id, pause=False, requested_by="operator", now=d.clock())
+    for _ in range(2):
+        d.clock.advance(10)
+        assert not d.tick().errors
+    attempts = [(a["attempt"], a["outcome"]) for a in d.store.get_trial(sweep_id, 0).get("attempts", [])]
+    assert attempts == [(1, "FAILED")], attempts
+    assert second in _names(kube) and d.store.get_sweep(sweep_id)["live"]["0"]["attempt"] == 2
+
+
+def test_rev17_a_lease_lost_between_the_refusal_and_the_rewrite_writes_nothing_and_says_lease(aws):
+    """Guard. ``commit_sweep``: a part refused for its claims (a pause), then the lease taken by
+    another dispatcher before the re-write: the re-write's lease check refuses it and LeaseLost
+    (not ClaimsRefused, which the tick would treat as "transitions written") reaches the caller."""
+    import pytest
+
+    from dispatcher.adapters.dynamo import ser
+    from dispatcher.adapters.keys import active_pk
+    from dispatcher.adapters.store import LeaseLost, Store
+    from dispatcher.core.changes import FreshClaim, TrialTransition
+
+    scope, owner, sweep = "default", "me", "rev17-lease"
+    client = aws.client("dynamodb")
+    s = Store("rev17l", client, scope=scope)
+    s.create_table()
+    assert s.acquire_lease(owner, now=1.0, seconds=10_000, skew_s=1)
+    assert s.put_sweep({"sweep_id": sweep, "type": "sweep", "state": "ACTIVE", "list_pk": active_pk(scope),
+                        "list_sk": f"2026#{sweep}", "scope": scope, "cursor": 0, "live": {}, "total": 10,
+                        "succeeded": 0, "failed": 0, "cancelled": 0}, {"name": "u"}, owner=None, now=1.0)
+    job = f"{sweep}-0-a1"
+    s.commit_sweep(sweep, [FreshClaim(0, {"attempt": 1, "state": "PENDING", "job": job, "claimed_at": 2.0},
+                                      {"type": "trial", "sweep_id": sweep, "index": 0, "params": "{}",
+                                       "state": "PENDING", "attempt": 1, "job": job, "claimed_at": 2.0,
+                                       "updated_at": 2.0})], owner=owner, now=2.0)
+    assert s.request_pause(sweep, pause=True, requested_by="op", now=2.5) == "paused"
+    original = s.transact
+    calls: list[str] = []
+
+    def transact(what: str, items: Any, **kw: Any) -> None:
+        calls.append(what)
+        if len(calls) == 2:  # the re-write: a successor took the lease meanwhile
+            client.put_item(TableName="rev17l", Item=ser({**s.lease_key, "owner": "successor",
+                                                          "expires_at": 99_999.0, "acquired_at": 3.0}))
+        return original(what, items, **kw)
+
+    s.transact = transact  # type: ignore[method-assign]
+    running = TrialTransition(0, 1, {"attempt": 1, "state": "RUNNING", "job": job, "claimed_at": 2.0,
+                                     "started_at": 3.0}, "RUNNING", started_at=3.0)
+    fresh1 = FreshClaim(1, {"attempt": 1, "state": "PENDING", "job": f"{sweep}-1-a1", "claimed_at": 3.0},
+                        {"type": "trial", "sweep_id": sweep, "index": 1, "params": "{}", "state": "PENDING",
+                         "attempt": 1, "job": f"{sweep}-1-a1", "claimed_at": 3.0, "updated_at": 3.0})
+    with pytest.raises(LeaseLost):
+        s.commit_sweep(sweep, [running, fresh1], owner=owner, now=3.0)
+    assert len(calls) == 2
+    meta = s.get_sweep(sweep)
+    assert meta["live"]["0"]["state"] == "PENDING" and meta["cursor"] == 1
