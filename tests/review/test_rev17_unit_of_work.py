@@ -309,3 +309,33 @@ def test_rev17_a_lease_lost_between_the_refusal_and_the_rewrite_writes_nothing_a
     assert len(calls) == 2
     meta = s.get_sweep(sweep)
     assert meta["live"]["0"]["state"] == "PENDING" and meta["cursor"] == 1
+
+
+def test_rev17_a_success_waiting_for_its_final_metrics_is_not_recorded_early_stopped(aws, kube):
+    """tick.py ``_apply``: a succeeded trial whose metrics item still says 'running' waits a tick
+    (MetricsNotYet; "its job stays SUCCEEDED on the cluster"). Its transition is left out of the
+    unit of work, so the record early_stop gets still shows it RUNNING, and its item is 'running':
+    early_stop.py ranks it at the band and records EARLY_STOPPED a trial whose job already
+    succeeded — its SUCCEEDED outcome and final metrics are lost (hyperband.py: "A trial that
+    finished before the intent committed stays SUCCEEDED")."""
+    import pytest
+
+    pytest.importorskip("sweeps")
+    from test_rev14_hyperband_tick import World, hyperband_spec
+
+    w = World(aws, kube, max_running=3)
+    sid = submit(w.queue, hyperband_spec(3))
+    d = w.dispatcher()
+    d.tick()
+    w.run_all()
+    w.clock.advance(60)
+    d.tick()
+    w.write(sid, 0, [1.0, 0.1])
+    w.write(sid, 1, [1.0, 0.2])
+    w.write(sid, 2, [1.0, 0.9])  # its final write (status 'finished') is not visible yet
+    w.kube.set_job_phase("pytorchjob", f"{sid}-2-a1", JobPhase.SUCCEEDED)
+    w.clock.advance(30)
+    report = d.tick()
+    trial = w.store.get_trial(sid, 2)
+    assert trial["state"] != "EARLY_STOPPED", (f"trial 2's job SUCCEEDED (final metrics pending) but it was recorded "
+                                              f"{trial['state']}: {trial.get('reason')}; errors {report.errors}")
