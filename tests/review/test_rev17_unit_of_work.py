@@ -339,3 +339,26 @@ def test_rev17_a_success_waiting_for_its_final_metrics_is_not_recorded_early_sto
     trial = w.store.get_trial(sid, 2)
     assert trial["state"] != "EARLY_STOPPED", (f"trial 2's job SUCCEEDED (final metrics pending) but it was recorded "
                                               f"{trial['state']}: {trial.get('reason')}; errors {report.errors}")
+
+
+def test_rev17_a_success_deferred_by_an_unserved_read_is_not_recorded_cancelled_by_a_later_cancel(aws, kube):
+    """A tick decides trial 0 SUCCEEDED and defers it (its trial-item read was not served:
+    "recorded next tick, with its metrics"). The researcher then cancels the sweep: reconcile's
+    cancel branch (core/reconcile.py ``_stop_all``) records every live trial CANCELLED whatever its
+    job's phase, so the succeeded trial — its job SUCCEEDED on the cluster — ends CANCELLED, its
+    final metrics and the best trial never recorded."""
+    d, queue, _ = _dispatcher(aws, kube, max_running=2)
+    sweep_id = submit(queue, grid_spec("rev17cancel", 1, 2))
+    assert not d.tick().errors
+    kube.set_job_phase(KIND, f"{sweep_id}-0-a1", JobPhase.SUCCEEDED)
+    d.clock.advance(10)
+    _unserved_once(d)
+    deferred = d.tick(max_rounds=1)
+    assert d.store.get_trial(sweep_id, 0)["state"] != "SUCCEEDED", "deferred"
+    assert d.store.request_cancel(sweep_id, requested_by="tester", now=d.clock()) == "requested"
+    d.clock.advance(10)
+    d.tick()
+    assert d.store.get_sweep(sweep_id)["state"] == "CANCELLED"
+    trial = d.store.get_trial(sweep_id, 0)
+    assert trial["state"] == "SUCCEEDED", (f"trial 0's job SUCCEEDED (decided, deferred by an unserved read: "
+                                           f"{deferred.errors}) but it was recorded {trial['state']}")
