@@ -362,3 +362,38 @@ def test_rev17_a_success_deferred_by_an_unserved_read_is_not_recorded_cancelled_
     trial = d.store.get_trial(sweep_id, 0)
     assert trial["state"] == "SUCCEEDED", (f"trial 0's job SUCCEEDED (decided, deferred by an unserved read: "
                                            f"{deferred.errors}) but it was recorded {trial['state']}")
+
+
+def test_rev17_a_claim_whose_create_failed_counts_for_the_cap_in_the_next_dispatcher_process(aws, kube):
+    """Guard. Dispatcher A claims two trials (max_running 2) and one create fails transiently: the
+    trial stays PENDING with no job and no LAUNCHED. Dispatcher B (another process, same scope)
+    ticks next: it counts the claimed-not-created trial for the cap, claims nothing more, and
+    re-creates that job under the same attempt's name — never three jobs, never a second attempt."""
+    settings = Settings.load({}, backend=KIND, namespace="sweepq", max_running=2)
+    _, queue = bootstrap(aws, settings)
+    backend_a = make_backend(KIND, api_client=kube.api_client, namespace="sweepq")
+    clock = Clock()
+    a = make_dispatcher(aws, settings, {KIND: backend_a}, clock, queue, owner="a")
+    b = make_dispatcher(aws, settings, {KIND: make_backend(KIND, api_client=kube.api_client, namespace="sweepq")},
+                        clock, queue, owner="b")
+    sweep_id = submit(queue, grid_spec("rev17caps", 1, 4))
+    original = backend_a.submit
+    failed: list[str] = []
+
+    def submit_once(dryrun: Any) -> str:
+        if not failed and dryrun.job_name.endswith("-1-a1"):
+            failed.append(dryrun.job_name)
+            raise TransientError("create: API server 503 — retried next tick")
+        return original(dryrun)
+
+    backend_a.submit = submit_once  # type: ignore[method-assign]
+    first = a.tick()
+    assert failed and any("503" in e for e in first.errors), first.errors
+    assert _names(kube) == {f"{sweep_id}-0-a1"}
+    for _ in range(3):
+        clock.advance(10)
+        assert not b.tick().errors
+        assert len(_names(kube)) <= 2, _names(kube)
+    assert _names(kube) == {f"{sweep_id}-0-a1", f"{sweep_id}-1-a1"}
+    live = b.store.get_sweep(sweep_id)["live"]
+    assert sorted(live) == ["0", "1"] and {t["attempt"] for t in live.values()} == {1}
