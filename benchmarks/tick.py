@@ -310,14 +310,19 @@ def expected_aws_calls(m: Measured) -> int:
     index query + ⌈sweeps/100⌉ batch gets + lease release;
     the finished (succeeded) trials' items and their metrics items (the metrics table, CONTRACTS C1:
     a pytorchjob's first pod is known by name) in one BatchGetItem of each table per 100;
-    one transaction per touched sweep — its finished trials, its claims (a job is recorded
-    LAUNCHED by the next tick that lists it, in that tick's transaction of the sweep). A sweep
+    one transaction per touched sweep — its finished trials, its claims, the LAUNCHED of a job
+    the previous tick created (recorded by the next tick that lists it, in that tick's transaction
+    of the sweep) — plus, per sweep that ended in the tick, its ``end_sweep`` (and ``active_sweeps``
+    counts the sweeps still active after the tick: the ended ones were loaded too). The benchmark's
+    ticks end no sweep, and ``touched`` there is the sweeps with a job that finished or was created
+    (the tick before each measured one creates nothing; rev17 finding 7). A sweep
     whose changes of one tick pass a transaction's limits (99 items + the lease check, 4 MB, the
     META expression budget: a few dozen trials changing at once) is written in more than one: none of
     these scenarios has one, and if one did, :func:`checks` would report the tick as a mismatch
     (rev16 finding 5: the formula is exact only below those limits)."""
-    return (6 + math.ceil(m.report.active_sweeps / 100) + 2 * math.ceil(m.report.finished / 100)
-            + m.touched)
+    ended = getattr(m, "ended", 0)  # sweeps that ended in the tick: their unit of work, then end_sweep
+    return (6 + math.ceil((m.report.active_sweeps + ended) / 100) + 2 * math.ceil(m.report.finished / 100)
+            + m.touched + ended)
 
 
 def checks(results: list[Measured]) -> list[str]:

@@ -86,7 +86,10 @@ class EarlyStopping:
         for record in records:
             if record.sweep_id in held or record.cancel_requested:
                 continue
-            running = sorted((t for t in record.live.values() if t.state is TrialState.RUNNING), key=lambda t: t.index)
+            # only trials whose job still runs: a job that already ended (its success waits for its
+            # final metrics, say) is recorded as what it was, never stopped (rev17 finding 2)
+            running = sorted((t for t in record.live.values() if t.state is TrialState.RUNNING
+                              and t.job_name in jobs and not jobs[t.job_name].phase.terminal), key=lambda t: t.index)
             if not running:
                 continue
             try:

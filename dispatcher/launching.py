@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from dispatcher.adapters.store import LeaseLost
 from dispatcher.core.changes import FreshClaim, RetryClaim, SweepChange
-from dispatcher.core.errors import Conflict, PermanentError, SweepqError, TransientError
+from dispatcher.core.errors import ClaimsRefused, Conflict, PermanentError, SweepqError, TransientError
 from dispatcher.core.identity import job_name, trial_id
 from dispatcher.core.jobs import JobStatus
 from dispatcher.core.planner import Launch, make_plan
@@ -285,12 +285,20 @@ class Launching:
                         self._lease_gone = exc
                     self._changes.clear()
                     committed = False
-                if not committed:
+                if committed is not True:
+                    # refused; a ClaimsRefused may still have written the claims of its earlier parts,
+                    # whose jobs are created now like any committed claim's (rev17 finding 4)
+                    written = committed if isinstance(committed, frozenset) else frozenset()
+                    kept = [(item, params) for item, params in claimed.get(sweep_id, [])
+                            if (item.index, item.attempt) in written]
                     if sweep_id in claimed:
-                        by_id[sweep_id] = before.get(sweep_id, by_id[sweep_id])
+                        by_id[sweep_id] = _with_claims(before.get(sweep_id, by_id[sweep_id]), by_id[sweep_id],
+                                                       {item.index for item, _ in kept})
                     if lost is not None:
                         break
-                    continue
+                    if not kept:
+                        continue
+                    claimed = {**claimed, sweep_id: kept}
                 if claimed.get(sweep_id):
                     creating[pool.submit(self._create_claimed, by_id[sweep_id], claimed[sweep_id])] = sweep_id
             for future in as_completed(creating):  # in the order sweeps finish; records updated here, on one thread
@@ -329,13 +337,18 @@ class Launching:
         return done
 
     def _commit_or_hold(self: DispatcherHost, sweep_id: str, report: TickReport,
-                        record: SweepRecord | None) -> bool:
-        """Commit the sweep's unit of work; False when it was refused (the sweep re-planned next tick)."""
+                        record: SweepRecord | None) -> bool | frozenset[tuple[int, int]]:
+        """Commit the sweep's unit of work: True when it was; when it was refused (the sweep
+        re-planned next tick), False, or the (index, attempt) of the claims that were written all
+        the same (:class:`ClaimsRefused`: the parts before the refused one)."""
         try:
             self.commit(sweep_id)
             return True
         except LeaseLost:
             raise
+        except ClaimsRefused as exc:
+            report.errors.append(f"sweep {sweep_id}: {exc} — re-planned next tick")
+            return exc.written
         except (Conflict, TransientError) as exc:
             report.errors.append(f"sweep {sweep_id}: {exc} — re-planned next tick")
         except Exception as exc:  # noqa: BLE001 - contained per sweep, like reconcile
@@ -343,6 +356,18 @@ class Launching:
                 raise
             self._sweep_failed(record, exc, report)
         return False
+
+
+def _with_claims(before: SweepRecord, planned: SweepRecord, indices: set[int]) -> SweepRecord:
+    """``before`` (the sweep before this tick's claims) with the claims of ``planned`` at
+    ``indices`` only — those a refused unit of work wrote all the same."""
+    if not indices:
+        return before
+    live = dict(before.live)
+    for index in indices:
+        live[index] = planned.live[index]
+    fresh = [i for i in indices if i >= before.cursor]
+    return dataclasses.replace(before, live=live, cursor=max(fresh) + 1 if fresh else before.cursor)
 
 
 def _admitted(policy: Policy, record: SweepRecord) -> tuple[SweepRecord, str]:

@@ -333,7 +333,9 @@ class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
             self.commit(record.sweep_id)  # its last transitions, then its end
             self.end_sweep(current, *outcome.end, now=now)
             return None, False
-        return current, bool(uncancelled)
+        # a sweep decided to end (cancelled, its breaker tripped, every trial done) whose end waits
+        # for a cancel or a success's metrics launches nothing meanwhile: it is held (rev17 finding 1)
+        return current, bool(uncancelled) or (outcome.end is not None and bool(waiting))
 
     def _apply(self, record: SweepRecord, outcome: SweepOutcome, uncancelled: set[str], now: float,
                report: TickReport, *, waiting: set[int] | None = None) -> SweepRecord:

@@ -73,6 +73,12 @@ class LeaseLost(Conflict):
 
 
 class ClaimsRefused(Conflict):
-    """A sweep's unit of work was refused because of its claims (the sweep was paused, its cursor
-    moved, …) and was written again without them: its transitions are committed, its claims are
-    not (nothing of them may be created; the sweep is re-planned next tick)."""
+    """A part of a sweep's unit of work that had claims in it was refused (the sweep was paused, its
+    cursor moved, …) and was written again without its claims and those of every later part: its
+    transitions are committed; of its claims only ``written`` are (those of the parts committed
+    before the refused one: (trial index, attempt) — their jobs are created as usual); nothing of
+    the others may be created (the sweep is re-planned next tick)."""
+
+    def __init__(self, message: str, *, written: frozenset[tuple[int, int]] = frozenset()) -> None:
+        super().__init__(message)
+        self.written = written

@@ -204,6 +204,12 @@ def _stop_all(sweep: SweepRecord, jobs: Mapping[str, JobStatus], reason: str) ->
     transitions, cancels = [], []
     for t in sorted(sweep.live.values(), key=lambda t: t.index):
         job = jobs.get(t.job_name)
+        if job is not None and job.phase is JobPhase.SUCCEEDED and t.state is not TrialState.WAITING:
+            # it finished before the stop: its result is real (a success whose metrics were not
+            # readable last tick, say) and is recorded as one, never relabelled CANCELLED (rev17 finding 3)
+            transitions.append(Transition(sweep.sweep_id, t.index, t.attempt, None, TrialState.SUCCEEDED,
+                                          TrialState.SUCCEEDED))
+            continue
         if job is not None and not job.phase.terminal:
             cancels.append(CancelJob(job.kind, job.name, reason))
         elif t.state is TrialState.PENDING:
