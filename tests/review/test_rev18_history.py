@@ -124,3 +124,38 @@ def test_rev18_an_unprocessed_metrics_read_never_stops_a_trial_on_a_partial_view
     assert stopped <= {1}, (f"trials {sorted(stopped)} early-stopped while trial 1's metrics were left "
                             f"unprocessed (W&B, seeing all four, stops only trial 1): "
                             f"{w.store.get_trial(sid, 3).get('reason')}; errors {report.errors}")
+
+
+# --------------------------------------------------------------------------- bayes
+
+
+@pytest.mark.parametrize("impute", ["latest", "worst"])
+def test_rev18_a_failed_trial_whose_end_read_was_unserved_is_fitted_on_its_history_not_on_nothing(impute):
+    """tick.py ``prefetch_ended_summaries``: a read refused or left unprocessed at a trial's end
+    leaves it without ``metric_summary`` ("the readers fall back as for an item stored before
+    summaries existed"). Hyperband's fallback reads the metrics item again; bayes's
+    (history.ended_observation) never does: a FAILED trial's item has no ``metrics``, so the engine
+    gets a run with no history at all, for good. With ``impute: latest`` W&B fits it at its last
+    value (4.0) — sweepq at 0.0, the best loss of the sweep, so the GP is steered towards the point
+    that failed; with the default ``worst`` it also drops out of W&B's worst-run value (5.0 → 2.0).
+    One throttled BatchGetItem at the wrong tick changes every later suggestion of the sweep,
+    although the trial's metrics item is still there to read."""
+    pytest.importorskip("sweeps")
+    from test_rev14_bayes_impute import SID, Metrics, bayes, gp_y, item, reported, wandb_y
+
+    from dispatcher.core.identity import job_name
+
+    sweep = bayes({"impute": impute})
+    items = [item(0, "SUCCEEDED", 0.1, {"eval/loss": 1.0}), item(1, "SUCCEEDED", 0.5, {"eval/loss": 2.0}),
+             item(2, "FAILED", 0.9)]
+    for one in items:
+        one["job"], one["attempt"] = job_name(SID, one["index"], 1), 1
+    items[0]["metric_summary"] = '{"latest":1.0,"max":1.0,"metric":"eval/loss","min":1.0,"n":1,"summary":1.0}'
+    items[1]["metric_summary"] = '{"latest":2.0,"max":2.0,"metric":"eval/loss","min":2.0,"n":1,"summary":2.0}'
+    # trial 2 failed after reporting 5.0, 4.0; the tick's read of its item at the end was unserved
+    metrics = Metrics({job_name(SID, 2, 1): reported(2, [5.0, 4.0])})
+    expected = wandb_y(sweep, [("finished", 0.1, [1.0], {"eval/loss": 1.0}), ("finished", 0.5, [2.0], {"eval/loss": 2.0}),
+                               ("failed", 0.9, [5.0, 4.0], {"eval/loss": 4.0})])
+    got = gp_y(sweep, items, metrics=metrics)
+    assert got == pytest.approx(expected), (f"GP fitted on y={got}; W&B's engine, from the same runs: {expected} "
+                                            f"(trial 2 has no summary because one read at its end was unserved)")
