@@ -159,3 +159,85 @@ def test_rev18_a_failed_trial_whose_end_read_was_unserved_is_fitted_on_its_histo
     got = gp_y(sweep, items, metrics=metrics)
     assert got == pytest.approx(expected), (f"GP fitted on y={got}; W&B's engine, from the same runs: {expected} "
                                             f"(trial 2 has no summary because one read at its end was unserved)")
+
+
+# --------------------------------------------------------------------------- bounds
+
+
+def _worst_hyperband() -> Any:
+    from dispatcher.core.hyperband import HyperbandSpec
+
+    # the most distinct bands at or below MAX_POSITION the validator accepts: s = 1000 bands
+    # max_iter/eta^k, all between 3,680 and 10,000 (eta 1.0005)
+    return HyperbandSpec(type="hyperband", max_iter=10_000, s=1000, eta=1.0005)
+
+
+def test_rev18_guard_the_summary_of_the_worst_accepted_spec_and_history_is_bounded():
+    """Guard. history.py: "≤ ~35 KB for the largest spec the validator accepts", whatever the
+    trial wrote. The spec with the most bands the dispatcher can read (1,000 distinct bands ≤
+    MAX_POSITION), a hostile item at every position up to MAX_POSITION with the longest float
+    repr, and positions past MAX_POSITION (not read): the stored text stays under 40 KB (plus the
+    metric's own name), far inside DynamoDB's 400 KB item."""
+    from dispatcher.core import history
+    from dispatcher.core.hyperband import bands
+    from dispatcher.core.metrics import MAX_POSITION, parse_item
+
+    spec = _worst_hyperband()
+    assert len({b for b in bands(spec) if b <= MAX_POSITION}) == 1000
+    job = "hb-abcdefgh-0-a1"
+    raw = {"pod": f"{job}-worker-0", "job": job, "trial_id": "hb-abcdefgh-0", "attempt": 1, "status": "failed",
+           "updated_at": 1.0, "metrics": {"m": -1.2345678901234567e-123},
+           "history": {str(p): {"m": -1.2345678901234567e-123 * (1 + p % 7)} for p in range(MAX_POSITION + 500)}}
+    summary = history.summarize_item(parse_item(raw), metric="m", hyperband=spec)
+    text = history.dump(summary)
+    assert len(summary["bands"]) == 1000 and len(text) < 40_000, len(text)
+    assert history.load(text, metric="m")["bands"] == {int(k): v for k, v in summary["bands"].items()}
+
+
+def test_rev18_guard_split_parts_are_in_order_non_empty_and_within_every_dynamodb_limit():
+    """Guard. sweep_writes.py ``_split`` (rev17 finding 6's rewrite, sized by a guess from the last
+    render): for units mixing LAUNCHED notes, ends carrying the largest summaries (~33 KB each)
+    and final metrics, a retry claim and hundreds of fresh claims, every part is non-empty, the
+    parts concatenate to the unit in order, each has ≤ 99 items (the lease check is the 100th), a
+    META expression ≤ 4 KB and a request under 4 MB; one unmergeable boundary (a fresh claim that
+    does not continue the cursor) starts a new part; and it terminates."""
+    import dispatcher.adapters.sweep_writes as sw
+    from dispatcher.adapters.store import Store
+    from dispatcher.core import history
+    from dispatcher.core.changes import FreshClaim, RetryClaim, TrialTransition
+
+    store = Store("t", None, scope="default")
+    sid = "rev18-abcdefgh"
+    big = history.summarize([float(i) * 1.2345678901234567e-123 for i in range(10_000)], metric="m",
+                            summary=1.0, hyperband=_worst_hyperband())
+    metrics = {f"metric/{'x' * 120}/{i}": 1.2345678901234567e-123 for i in range(64)}
+
+    def fresh(i: int) -> FreshClaim:
+        job = f"{sid}-{i}-a1"
+        return FreshClaim(i, {"attempt": 1, "state": "PENDING", "job": job, "claimed_at": 2.0},
+                          {"type": "trial", "sweep_id": sid, "index": i, "params": json.dumps({"p": "v" * 2000}),
+                           "state": "PENDING", "attempt": 1, "job": job, "claimed_at": 2.0, "updated_at": 2.0})
+
+    units = [
+        [TrialTransition(i, 1, {"attempt": 1, "state": "LAUNCHED", "job": f"{sid}-{i}-a1", "claimed_at": 1.0},
+                         "LAUNCHED") for i in range(150)]
+        + [TrialTransition(1000 + i, 1, None, "FAILED", reason="r" * 1000, outcome="FAILED", counter="failed",
+                           summary=big, metrics=metrics) for i in range(130)]
+        + [RetryClaim(5000, 1, {"attempt": 2, "state": "PENDING", "job": f"{sid}-5000-a2", "claimed_at": 2.0},
+                      2, f"{sid}-5000-a2")]
+        + [fresh(i) for i in range(6000, 6400)] + [fresh(i) for i in range(7000, 7010)],
+        [fresh(i) for i in range(250)],
+        [TrialTransition(0, 1, None, "SUCCEEDED", outcome="SUCCEEDED", counter="succeeded", summary=big)],
+    ]
+    for changes in units:
+        parts = sw._split(store, sid, list(changes), 3.0)
+        assert all(parts) and [c for p in parts for c in p] == changes
+        for part in parts:
+            items, _ = sw._render(store, sid, part, 3.0)
+            body = items[0]["Update"]
+            assert len(items) + 1 <= 100, len(items)
+            assert len(body["UpdateExpression"]) <= 4096 and len(body["ConditionExpression"]) <= 4096
+            assert len(json.dumps(items, default=str)) < 4_000_000
+        boundaries = {p[0].index for p in parts}
+        if any(getattr(c, "index", None) == 7000 for c in changes):
+            assert 7000 in boundaries, "the fresh claim that does not continue the cursor starts a part"
