@@ -241,3 +241,50 @@ def test_rev18_guard_split_parts_are_in_order_non_empty_and_within_every_dynamod
         boundaries = {p[0].index for p in parts}
         if any(getattr(c, "index", None) == 7000 for c in changes):
             assert 7000 in boundaries, "the fresh claim that does not continue the cursor starts a part"
+
+
+def test_rev18_a_suggestion_made_in_the_tick_a_trial_finishes_fits_that_trials_result(aws, kube):
+    """suggesting.py: "the observations are rebuilt from the sweep's trial items" (one Query) — but
+    the tick suggests *before* it commits the sweep's unit of work: the transition reconcile just
+    decided (trial 0 SUCCEEDED, with its final metrics and summary) is still in memory, its trial
+    item still says RUNNING/LAUNCHED. ``observations`` takes the state from that item (the trial is
+    no longer in ``record.live``), so the finished trial is handed to W&B's engine as a *running*
+    run with no value — fantasised, or with ``impute_while_running`` fitted at an imputed 0.0.
+    That tick is exactly when its slot frees and the next trial is suggested: with max_running 1
+    every suggestion ignores the result that made room for it (W&B's controller sees the run
+    finished). Checked black-box: trial 2's stored parameters against W&B's engine, same seed, on
+    trials 0 and 1 finished (what W&B sees) and on trial 1 still running (what sweepq passed)."""
+    pytest.importorskip("sweeps")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
+    from test_bayes_tick import World, bayes_spec
+
+    from dispatcher.core.search import Observation, default_seed, suggest
+    from dispatcher.core.spec import validate_sweep
+
+    w = World(aws, kube, max_running=1)
+    spec = bayes_spec(run_cap=4)
+    sid = submit(w.queue, spec)
+    d = w.dispatcher()
+    assert not d.tick().errors
+    losses = {0: 0.25, 1: 0.75}
+    for index in (0, 1):  # each trial finishes; the next is suggested in the tick that records it
+        (job,) = [j for j in w.jobs() if j["metadata"]["name"] == f"{sid}-{index}-a1"]
+        w.finish(job, sid, losses[index])
+        w.clock.advance(60)
+        report = d.tick()
+        assert not report.errors, report.errors
+        assert w.store.get_trial(sid, index)["state"] == "SUCCEEDED"
+    params = w.params(sid)
+    got = params[2]
+    sweep = validate_sweep(spec)
+    seed = default_seed(sweep, 2)
+    finished = suggest(sweep, observations=[Observation(i, params[i], "finished", losses[i], ()) for i in (0, 1)],
+                       indices=[2], seed=seed)
+    running = suggest(sweep, observations=[Observation(0, params[0], "finished", 0.25, ()),
+                                           Observation(1, params[1], "running", None, ())], indices=[2], seed=seed)
+    assert finished[0].params != running[0].params  # the engine's answer depends on it
+    assert got == finished[0].params, (f"trial 2 got {got}: W&B's engine with trials 0, 1 finished (0.25, 0.75) "
+                                       f"suggests {finished[0].params}; with trial 1 still running {running[0].params}")
