@@ -11,6 +11,7 @@ that holds.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -288,3 +289,66 @@ def test_rev18_a_suggestion_made_in_the_tick_a_trial_finishes_fits_that_trials_r
     assert finished[0].params != running[0].params  # the engine's answer depends on it
     assert got == finished[0].params, (f"trial 2 got {got}: W&B's engine with trials 0, 1 finished (0.25, 0.75) "
                                        f"suggests {finished[0].params}; with trial 1 still running {running[0].params}")
+
+
+# --------------------------------------------------------------------------- the unit of work
+
+
+def test_rev18_guard_a_pause_between_parts_creates_exactly_the_written_claims_once(aws, kube):
+    """Guard. launching.py ``_commit_and_create`` with ClaimsRefused.written (rev17 finding 4's fix)
+    on a unit that mixes transitions and claims: 60 successes and 60 fresh claims (121 items:
+    split in three by the META expression budget), a pause landing before the last part. The
+    parts with the successes and the first claims are written; the last (claims only) is refused. Exactly part 1's claims get jobs, in their own tick,
+    once; the cursor is their last index + 1 and no trial item exists past it; every success is
+    recorded once; the paused sweep creates nothing more, and after the resume the next claims
+    continue from the cursor with no index claimed twice."""
+    n = 60
+    settings = Settings.load({}, backend="job", namespace="sweepq", max_running=n, max_launches_per_tick=2 * n)
+    _, queue = bootstrap(aws, settings)
+    d = make_dispatcher(aws, settings, {"job": make_backend("job", api_client=kube.api_client, namespace="sweepq")},
+                        Clock(), queue)
+    spec = {**grid_spec("rev18split", 1, 1), "parameters": {"seed": {"values": list(range(4 * n))}}}
+    sid = submit(queue, spec)
+
+    def names() -> set[str]:
+        return {o["metadata"]["name"] for o in kube.list_objects("job", "sweepq")}
+
+    assert not d.tick().errors and len(names()) == n
+    d.clock.advance(10)
+    assert not d.tick().errors  # LAUNCHED notes
+    for i in range(n):
+        kube.set_job_phase("job", f"{sid}-{i}-a1", JobPhase.SUCCEEDED)
+    d.clock.advance(10)
+    original = d.store.transact
+    parts: list[str] = []
+
+    def transact(what: str, items: Any, **kw: Any) -> None:
+        last = re.search(r"part (\d+) of (\d+)", what)
+        if what.startswith(f"commit sweep {sid}") and last and last[1] == last[2] and not parts:
+            parts.append(what)  # `producer pause` lands before the unit's last part
+            d.store.request_pause(sid, pause=True, requested_by="operator", now=d.clock())
+        return original(what, items, **kw)
+
+    d.store.transact = transact  # type: ignore[method-assign]
+    before = names()
+    report = d.tick(max_rounds=1)
+    d.store.transact = original  # type: ignore[method-assign]
+    assert parts, "the unit was split"
+    meta = d.store.get_sweep(sid)
+    cursor = int(meta["cursor"])
+    claimed = {t["job"] for t in meta["live"].values()}
+    created = names() - before
+    assert n < cursor < 2 * n, (cursor, report.errors)
+    assert claimed == created == {f"{sid}-{i}-a1" for i in range(n, cursor)}, (sorted(claimed ^ created), report.errors)
+    trials = {int(t["index"]): t for t in d.store.trials(sid)}
+    assert sorted(trials) == list(range(cursor))
+    assert all(trials[i]["state"] == "SUCCEEDED" and len(trials[i]["attempts"]) == 1 for i in range(n))
+    assert int(meta["succeeded"]) == n
+    d.clock.advance(10)
+    d.tick()
+    assert names() - before == created, "paused: nothing more is created"
+    d.store.request_pause(sid, pause=False, requested_by="operator", now=d.clock())
+    d.clock.advance(10)
+    assert not d.tick().errors
+    live = d.store.get_sweep(sid)["live"]
+    assert {int(k) for k in live} == set(range(n, 2 * n)), sorted(int(k) for k in live)
