@@ -352,3 +352,64 @@ def test_rev18_guard_a_pause_between_parts_creates_exactly_the_written_claims_on
     assert not d.tick().errors
     live = d.store.get_sweep(sid)["live"]
     assert {int(k) for k in live} == set(range(n, 2 * n)), sorted(int(k) for k in live)
+
+
+def test_rev18_hyperband_reads_a_template_sweeps_running_trials_by_its_operator_pod_pattern(aws, kube):
+    """early_stop.py reads the running trials' metrics items with ``metrics.read(refs)`` and no
+    ``template_patterns`` — every other reader (final metrics, ended summaries, bayes's running
+    reports) passes the operator policy's ``pod_name_pattern`` for kind ``template``. Without it no
+    pod of a template job is trusted (core/metrics.py: "kind template without an operator
+    pattern"), so a template sweep's running trials have no history: ``early_terminate`` on a
+    template sweep (a JobSet) never stops anything, silently. Here trial 2 (loss 0.9 at band 2,
+    below the top half) is what W&B stops; sweepq leaves it running."""
+    pytest.importorskip("sweeps")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "reliability"))
+    from shapes import JOBSET, JOBSET_TEMPLATE, set_jobset_phase
+    from test_rev14_hyperband_tick import hyperband_spec
+
+    from dispatcher.adapters.dynamo import ser
+    from dispatcher.adapters.metrics import MetricsStore
+    from dispatcher.adapters.store import Store
+    from dispatcher.core.identity import job_name, trial_id
+    from dispatcher.core.policy import Policy
+    from dispatcher.tick import Dispatcher
+    from dispatcher.wiring import build_backends
+
+    kube.install(JOBSET)
+    policy = Policy.from_data({"templates": {"jobset": {
+        "manifest": JOBSET_TEMPLATE, "pod_name_pattern": "{job}-w-[0-9]+-[0-9]+-[a-z0-9]{5}"}}})
+    settings = Settings.load({}, backend="pytorchjob", kinds="pytorchjob,template", namespace="sweepq", max_running=3)
+    _, queue = bootstrap(aws, settings)
+    clock = Clock()
+    d = Dispatcher(settings=settings, store=Store(settings.table, aws.client("dynamodb"),
+                                                  scope=settings.dispatcher_scope),
+                   queue=queue, backends=build_backends(settings, api_client=kube.api_client, policy=lambda: policy),
+                   clock=clock, policy=policy, metrics=MetricsStore(str(settings.metrics_table), aws.client("dynamodb")))
+    spec = hyperband_spec(3)
+    sid = submit(queue, spec, {"kind": "template", "template": "jobset"})
+    assert not d.tick().errors
+    for i in range(3):
+        set_jobset_phase(kube, job_name(sid, i, 1), JobPhase.RUNNING)
+    clock.advance(60)
+    assert not d.tick().errors
+    assert {t["state"] for t in d.store.trials(sid)} == {"RUNNING"}
+    for index, loss in ((0, 0.1), (1, 0.2), (2, 0.9)):
+        job = job_name(sid, index, 1)
+        aws.client("dynamodb").put_item(TableName=str(settings.metrics_table), Item=ser({
+            "pod": f"{job}-w-0-0-x7k2q", "job": job, "trial_id": trial_id(sid, index), "attempt": 1, "world_size": 1,
+            "status": "running", "updated_at": clock(), "metrics": {"eval/loss": loss},
+            "history": {"0": {"eval/loss": 1.0}, "1": {"eval/loss": loss}}}))
+    assert _wandb_stops(spec, [("running", [1.0, 0.1]), ("running", [1.0, 0.2]), ("running", [1.0, 0.9])]) == {2}
+    # the items are trusted under the policy's pattern (what the other readers pass)
+    jobs = [job_name(sid, i, 1) for i in range(3)]
+    trusted = d.metrics.read([("template", j, 1) for j in jobs],
+                             template_patterns={j: "w-[0-9]+-[0-9]+-[a-z0-9]{5}" for j in jobs})
+    assert sorted(trusted) == sorted(jobs)
+    clock.advance(60)
+    report = d.tick()
+    state = d.store.get_trial(sid, 2)["state"]
+    assert state == "EARLY_STOPPED", (f"trial 2 (0.9 at band 2, W&B stops it) is {state}: the template's trusted "
+                                      f"pod items were never read; errors {report.errors}")
