@@ -413,3 +413,28 @@ def test_rev18_hyperband_reads_a_template_sweeps_running_trials_by_its_operator_
     state = d.store.get_trial(sid, 2)["state"]
     assert state == "EARLY_STOPPED", (f"trial 2 (0.9 at band 2, W&B stops it) is {state}: the template's trusted "
                                       f"pod items were never read; errors {report.errors}")
+
+
+def test_rev18_a_diverged_trial_is_early_stopped_not_left_failing_its_sweep_every_tick(aws, kube):
+    """rev17 F1's fix (core/metrics.py ``storable``: "a diverging loss must never make the trial's
+    write fail") covers the success path only. early_stop.py ``reached`` copies the stopped
+    trial's latest values onto its trial item as read back: a loss that diverged to float32's
+    maximum (3.4028234663852886e38, finite; the trainer writes it, DynamoDB keeps it) reads back as
+    a 39-digit int, which boto3 refuses to serialise (decimal.Rounded). That is exactly the trial
+    Hyperband stops — so its EARLY_STOPPED transition raises every tick, the sweep counts a failure
+    each time (held for an operator after SWEEPQ_SWEEP_FAILURES_TO_HOLD), and the diverged trial
+    keeps its GPUs."""
+    w, sid, d, spec = _hb_world(aws, kube, 3)
+    diverged = 3.4028234663852886e38  # torch.finfo(torch.float32).max: an fp32 loss that blew up
+    for index, loss in ((0, 0.1), (1, 0.2), (2, diverged)):
+        w.write(sid, index, [1.0, loss])
+    assert _wandb_stops(spec, [("running", [1.0, 0.1]), ("running", [1.0, 0.2]), ("running", [1.0, diverged])]) == {2}
+    errors = []
+    for _ in range(2):
+        w.clock.advance(60)
+        errors += d.tick().errors
+    trial = w.store.get_trial(sid, 2)
+    meta = w.store.get_sweep(sid)
+    assert trial["state"] == "EARLY_STOPPED" and not meta.get("failures"), (
+        f"trial 2 is {trial['state']}; sweep failures {meta.get('failures')} ({meta.get('last_error')}); "
+        f"errors {errors}")
