@@ -438,3 +438,25 @@ def test_rev18_a_diverged_trial_is_early_stopped_not_left_failing_its_sweep_ever
     assert trial["state"] == "EARLY_STOPPED" and not meta.get("failures"), (
         f"trial 2 is {trial['state']}; sweep failures {meta.get('failures')} ({meta.get('last_error')}); "
         f"errors {errors}")
+
+
+def test_rev18_with_impute_while_running_a_trial_finished_this_tick_is_fitted_at_its_value_not_zero():
+    """The same root as the tick-level test above, with ``metric.impute_while_running: latest``:
+    ``observations`` takes a trial that left ``record.live`` this tick (its SUCCEEDED transition not
+    committed yet) from its trial item — state RUNNING, no metrics, no summary — and, as it is not
+    in ``record.live``, never reads its metrics item either. W&B's engine fits a running run with
+    no value at the imputed 0.0: for a loss, the best point of the sweep, so the GP is pulled to
+    the finished trial's point whatever its loss was (W&B, seeing it finished at 0.75: 0.75)."""
+    pytest.importorskip("sweeps")
+    from test_rev14_bayes_impute import SID, Metrics, bayes, gp_y, item, reported, wandb_y
+
+    from dispatcher.core.identity import job_name
+
+    sweep = bayes({"impute_while_running": "latest"})
+    items = [item(0, "SUCCEEDED", 0.1, {"eval/loss": 0.25}), item(1, "RUNNING", 0.5)]  # trial 1: done, not committed
+    items[0]["metric_summary"] = '{"latest":0.25,"max":0.25,"metric":"eval/loss","min":0.25,"n":1,"summary":0.25}'
+    metrics = Metrics({job_name(SID, 1, 1): reported(1, [0.9, 0.75])})
+    got = gp_y(sweep, items, live={}, metrics=metrics)
+    expected = wandb_y(sweep, [("finished", 0.1, [0.25], {"eval/loss": 0.25}),
+                               ("finished", 0.5, [0.9, 0.75], {"eval/loss": 0.75})])
+    assert got == pytest.approx(expected), f"GP fitted on y={got}; W&B's engine: {expected}"
