@@ -460,3 +460,41 @@ def test_rev18_with_impute_while_running_a_trial_finished_this_tick_is_fitted_at
     expected = wandb_y(sweep, [("finished", 0.1, [0.25], {"eval/loss": 0.25}),
                                ("finished", 0.5, [0.9, 0.75], {"eval/loss": 0.75})])
     assert got == pytest.approx(expected), f"GP fitted on y={got}; W&B's engine: {expected}"
+
+
+@pytest.mark.parametrize("goal", ["minimize", "maximize"])
+@pytest.mark.parametrize("impute", ["latest", "best", "worst"])
+def test_rev18_guard_ended_summaries_fit_as_wandb_for_either_goal_with_nan_inf_and_missing_values(goal, impute):
+    """Guard. history.py + suggesting.py against W&B's ``_construct_gp_data`` for ``goal:
+    maximize`` as well as minimize, every impute strategy and every ended state (finished,
+    failed, early-stopped, cancelled), with NaN/inf in the history (the trainer writes them as
+    NULL; W&B keeps NaN rows and filters them), a summary that is NaN, a run with no finite
+    value at all and one that never reported: the y fitted on the stored summaries equals W&B's
+    from the whole histories."""
+    pytest.importorskip("sweeps")
+    from test_rev14_bayes_impute import bayes, gp_y, item, wandb_y
+
+    from dispatcher.core import history
+
+    nan, inf = float("nan"), float("inf")
+    sweep = bayes({"goal": goal, "impute": impute})
+    runs = [("finished", 0.1, [1.0, nan, 0.2, 0.6], {"eval/loss": 0.6}),
+            ("finished", 0.2, [3.0, inf, 0.4], {"eval/loss": nan}),
+            ("failed", 0.3, [0.9, 7.0, -inf, 2.5], {"eval/loss": 2.5}),
+            ("killed", 0.5, [4.0, 0.1, 3.0], {"eval/loss": 3.0}),
+            ("killed", 0.6, [nan, nan], {"eval/loss": nan}),
+            ("killed", 0.7, [], {})]
+    states = ["SUCCEEDED", "SUCCEEDED", "FAILED", "EARLY_STOPPED", "CANCELLED", "CANCELLED"]
+
+    def finite(v: Any) -> Any:
+        return v if v is not None and v == v and abs(v) != inf else None
+
+    items = []
+    for n, ((state, lr, losses, summary), stored) in enumerate(zip(runs, states, strict=True)):
+        value = finite(summary.get("eval/loss"))
+        one = item(n, stored, lr, {"eval/loss": value} if stored in ("SUCCEEDED", "EARLY_STOPPED") and value is not None
+                   else None)
+        one[history.FIELD] = history.dump(history.summarize([finite(v) for v in losses], metric="eval/loss",
+                                                            summary=value))
+        items.append(one)
+    assert gp_y(sweep, items) == pytest.approx(wandb_y(sweep, runs))
