@@ -498,3 +498,35 @@ def test_rev18_guard_ended_summaries_fit_as_wandb_for_either_goal_with_nan_inf_a
                                                             summary=value))
         items.append(one)
     assert gp_y(sweep, items) == pytest.approx(wandb_y(sweep, runs))
+
+
+@pytest.mark.parametrize("goal", ["minimize", "maximize"])
+@pytest.mark.parametrize("strict", [True, False])
+def test_rev18_guard_stored_bands_of_ended_trials_stop_as_wandb_on_whole_histories(goal, strict):
+    """Guard. hyperband.py ``compact``/``from_compact`` through history.py's dump/load (what an
+    ended trial keeps): for both goals and both ``strict`` values, with gaps and NaN in the
+    histories (W&B filters them, so bands count reported values), ended trials given by their
+    stored bands make W&B's engine stop exactly the running trials it stops given every history."""
+    pytest.importorskip("sweeps")
+    import random
+
+    from dispatcher.core import history
+    from dispatcher.core.hyperband import TrialHistory, from_compact, parse_early_terminate, stop
+
+    rng = random.Random(18)
+    spec, problems = parse_early_terminate({"type": "hyperband", "min_iter": 2, "eta": 2, "strict": strict},
+                                           has_metric=True)
+    assert not problems
+    config = {"method": "grid", "metric": {"name": "m", "goal": goal},
+              "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 2, "strict": strict}}
+    for _ in range(30):
+        ended = [[rng.choice([None, rng.uniform(0, 1)]) if rng.random() < 0.2 else rng.uniform(0, 1)
+                  for _ in range(rng.randint(0, 18))] for _ in range(6)]
+        running = [[rng.uniform(0, 1) for _ in range(rng.randint(1, 18))] for _ in range(4)]
+        whole = [TrialHistory(i, False, tuple(v)) for i, v in enumerate(ended)]
+        kept = [from_compact(i, history.load(history.dump(history.summarize(v, metric="m", hyperband=spec)),
+                                             metric="m")["bands"]) for i, v in enumerate(ended)]
+        live = [TrialHistory(10 + i, True, tuple(v)) for i, v in enumerate(running)]
+        expect = {d.index for d in stop(config=config, trials=[h for h in whole if h.values] + live)}
+        got = {d.index for d in stop(config=config, trials=[h for h in kept if h.values] + live)}
+        assert got == expect
