@@ -490,7 +490,7 @@ def test_rev18_guard_ended_summaries_fit_as_wandb_for_either_goal_with_nan_inf_a
         return v if v is not None and v == v and abs(v) != inf else None
 
     items = []
-    for n, ((state, lr, losses, summary), stored) in enumerate(zip(runs, states, strict=True)):
+    for n, ((_state, lr, losses, summary), stored) in enumerate(zip(runs, states, strict=True)):
         value = finite(summary.get("eval/loss"))
         one = item(n, stored, lr, {"eval/loss": value} if stored in ("SUCCEEDED", "EARLY_STOPPED") and value is not None
                    else None)
