@@ -237,13 +237,19 @@ class Bench:
         self._settle(dispatcher, scenario)
 
     def _settle(self, dispatcher: Dispatcher, scenario: Scenario) -> None:
-        """Mark every job not yet Running as Running (the operator's part) and tick once to record it."""
-        for job in self.kube.list_objects(KIND):
-            if not (job.get("status") or {}).get("startTime"):
-                self.kube.set_job_phase(KIND, job["metadata"]["name"], JobPhase.RUNNING)
-        report = dispatcher.tick()
-        if report.errors or report.running != scenario.jobs:
-            raise RuntimeError(f"recording Running failed: {report.as_dict()}")
+        """Mark every job not yet Running as Running (the operator's part) and tick to record it —
+        more than once when the last tick replaced more finished trials than one tick launches
+        (2000x5000: 500 finished, ``max_launches_per_tick`` 200)."""
+        for _ in range(2 + scenario.jobs // dispatcher.settings.max_launches_per_tick):
+            for job in self.kube.list_objects(KIND):
+                if not (job.get("status") or {}).get("startTime"):
+                    self.kube.set_job_phase(KIND, job["metadata"]["name"], JobPhase.RUNNING)
+            report = dispatcher.tick()
+            if report.errors:
+                raise RuntimeError(f"recording Running failed: {report.as_dict()}")
+            if report.running == scenario.jobs and report.launched == 0:
+                return
+        raise RuntimeError(f"recording Running did not settle: {report.as_dict()}")
 
     def _keep_finished(self, count: int) -> None:
         """``count`` succeeded jobs of earlier trials, shaped like the real ones (same size)."""
