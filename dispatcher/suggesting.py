@@ -20,7 +20,12 @@ early-stopped) with the summary of their metric's history kept on their item whe
 (``metric_summary``, :mod:`dispatcher.core.history`), so W&B's y — the extremum of history and
 summary — and ``metric.impute`` (``latest``: the last reported value) come out as in W&B; and
 the live ones (claimed, launched, running, waiting for a retry) as pending or running, which the
-engine fantasises so it does not suggest their points again. With ``metric.impute_while_running``
+engine fantasises so it does not suggest their points again. A trial that ended in this very
+tick (its transition is committed with these claims, in the same unit of work) is observed as its
+transition says — the result that freed the slot is fitted. An ended trial without a summary and
+without final metrics (failed, cancelled or lost while its history could not be read, or stored
+before summaries existed) has its metrics item read (one batched read, only then), so it is fitted
+on its history as W&B fits it, never on nothing. With ``metric.impute_while_running``
 (W&B then fits running runs too) the running trials' metrics items are read as well: **one
 batched read** per suggesting sweep and tick, only then (no reader wired: as pending).
 """
@@ -32,9 +37,10 @@ import logging
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from dispatcher.core import history
+from dispatcher.core.changes import SweepChange, TrialTransition
 from dispatcher.core.errors import Conflict, TransientError
 from dispatcher.core.identity import job_name
-from dispatcher.core.metrics import MetricsItem
+from dispatcher.core.metrics import MetricsItem, reported_jobs
 from dispatcher.core.planner import Launch
 from dispatcher.core.records import SweepRecord, TrialState
 from dispatcher.core.search import Observation, default_seed, observation, outcome_of, suggest
@@ -82,7 +88,10 @@ class Suggesting:
         """Suggested parameters for the fresh ``indices`` (this tick's claims of the sweep), from W&B's
         engine over the sweep's stored trials. Pure of side effects: nothing is written here."""
         sweep = self.specs.get(record.sweep_id)
-        observations = self.observations(record)
+        # this tick's transitions of the sweep are not committed yet (they go in the same unit of
+        # work as these claims): a trial that finished this tick — whose slot these claims fill —
+        # is observed as it ended, not as its trial item still says (rev18 finding 4)
+        observations = self.observations(record, pending=self._changes.get(record.sweep_id, ()))
         taken = sorted({o.index for o in observations} & set(indices))
         if taken:
             raise Conflict(f"sweep {record.sweep_id}: trial {taken[0]} was claimed by another tick meanwhile")
@@ -92,13 +101,31 @@ class Suggesting:
                              "observed": len(observations)}))
         return {s.index: s.params for s in suggestions}
 
-    def observations(self: DispatcherHost, record: SweepRecord) -> list[Observation]:
+    def observations(self: DispatcherHost, record: SweepRecord, *,
+                     pending: Sequence[SweepChange] = ()) -> list[Observation]:
         """The sweep's trials as W&B's engine sees them, from their trial items (live state from
-        the sweep's record, which is newer than a trial item's)."""
+        the sweep's record, which is newer than a trial item's) and ``pending``, the sweep's
+        changes of this tick not committed yet: a trial that left the live set this tick is
+        observed with the state, final metrics and summary of its transition."""
         metric = record.metric_name or ""
-        running = self.running_reports(record, self.specs.get(record.sweep_id))
-        out = []
+        sweep = self.specs.get(record.sweep_id)
+        running = self.running_reports(record, sweep)
+        ended_now = {c.index: c for c in pending if isinstance(c, TrialTransition) and c.live is None}
+        items = []
         for item in self.store.trials(record.sweep_id):
+            index = int(item["index"])
+            change = ended_now.get(index) if index not in record.live else None
+            if change is not None:
+                item = {**item, "state": change.trial_state, "attempt": change.attempt,
+                        "job": job_name(record.sweep_id, index, change.attempt)}
+                if change.metrics is not None:
+                    item["metrics"] = change.metrics
+                if change.summary is not None:
+                    item[history.FIELD] = history.dump(change.summary)
+            items.append(item)
+        unsummarised = _ended_histories(self, record, sweep, items)
+        out = []
+        for item in items:
             index = int(item["index"])
             live = record.live.get(index)
             state = live.state.value if live is not None else str(item.get("state", ""))
@@ -110,8 +137,9 @@ class Suggesting:
             params = stored_params(item, where=f"trial {record.sweep_id}/{index}")
             metrics = item.get("metrics") if isinstance(item.get("metrics"), Mapping) else None
             if live is None:
+                stored = unsummarised.get(index, item.get(history.FIELD))
                 out.append(history.ended_observation(index, params, outcome, metric=metric, metrics=metrics,
-                                                     stored=item.get(history.FIELD)))
+                                                     stored=stored))
             elif index in running:
                 out.append(history.running_observation(index, params, outcome, metric=metric, item=running[index]))
             else:
@@ -150,3 +178,37 @@ class Suggesting:
     def stored_trial_params(self: DispatcherHost, record: SweepRecord, index: int) -> dict[str, Any]:
         """A claimed trial's parameters as its claim stored them (every create of a bayes trial)."""
         return stored_params(self.store.get_trial(record.sweep_id, index), where=f"trial {record.sweep_id}/{index}")
+
+
+def _ended_histories(host: DispatcherHost, record: SweepRecord, sweep: Sweep,
+                     items: Sequence[Mapping[str, Any]]) -> dict[int, str]:
+    """The summaries (:data:`history.FIELD` text, by index) of the sweep's ended trials that
+    have none and no final metrics — failed, cancelled or lost ones whose history could not
+    be read when they ended (an unserved read then), or stored before summaries existed — from
+    their metrics items, **one batched read**, only when there are such trials: W&B's engine
+    sees their whole history, so the GP must not fit them on nothing (rev18 finding 3). A read
+    DynamoDB did not serve raises :class:`TransientError` (suggested next tick)."""
+    if host.metrics is None or not record.metric_name:
+        return {}
+    wanted = [i for i in items if int(i["index"]) not in record.live and i.get("state") != "SUCCEEDED"
+              and history.load(i.get(history.FIELD), metric=record.metric_name) is None]
+    refs = reported_jobs(wanted, kind=record.kind) if wanted else []
+    if not refs:
+        return {}
+    patterns: dict[str, str] = {}
+    if record.kind == "template":
+        suffix = host.template_pods(record)
+        if isinstance(suffix, TransientError):
+            raise suffix
+        if suffix is None:
+            return {}
+        patterns = {job: suffix for _, job, _ in refs}
+    read = host.metrics.read(refs, template_patterns=patterns)
+    if read.unread:
+        raise TransientError(f"sweep {record.sweep_id}: the metrics of ended trials {', '.join(read.unread)} "
+                             "were left unprocessed by DynamoDB — suggested next tick")
+    index_of = {str(i.get("job")): int(i["index"]) for i in wanted}
+    hyperband = sweep.hyperband
+    return {index_of[job]: history.dump(history.summarize_item(read.get(job), metric=record.metric_name,
+                                                                hyperband=hyperband))
+            for _, job, _ in refs if job in read}

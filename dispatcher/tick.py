@@ -518,16 +518,24 @@ class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
             return None
         return job
 
+    def template_pods(self, record: SweepRecord) -> str | TransientError | None:
+        """The pod-name suffix pattern a ``template`` sweep's metrics items are trusted by (the
+        operator policy's entry, :func:`~dispatcher.core.metrics.template_suffix`); ``None`` when
+        its entry trusts no pod; :class:`TransientError` when the policy cannot be read now."""
+        try:
+            policy = self.policy()
+        except SweepqError as exc:
+            return TransientError(f"the operator policy cannot be read ({exc})")
+        entry = policy.templates.get(record.launch.template or "")
+        return template_suffix(entry.pod_name_pattern if entry is not None else None)
+
     def _template_pattern(self, record: SweepRecord, index: int, job: str) -> str | TransientError | None:
         """The pod-name pattern a ``template`` sweep's metrics items are trusted by (the operator
         policy's entry); ``None`` (logged) when its entry trusts no pod; :class:`TransientError`
         when the policy cannot be read now (which pods to trust is the policy's word: wait for it)."""
-        try:
-            policy = self.policy()
-        except SweepqError as exc:
-            return TransientError(f"metrics of {job}: the operator policy cannot be read ({exc})")
-        entry = policy.templates.get(record.launch.template or "")
-        suffix = template_suffix(entry.pod_name_pattern if entry is not None else None)
+        suffix = self.template_pods(record)
+        if isinstance(suffix, TransientError):
+            return TransientError(f"metrics of {job}: {suffix}")
         if suffix is None:
             self._metrics_skipped(record, index, record.live[index].attempt, job,
                                   f"template {record.launch.template!r} has no pod_name_pattern "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
-from dispatcher.adapters.metrics import MetricsStore
+from dispatcher.adapters.metrics import MetricsRead, MetricsStore
 from dispatcher.adapters.store import LeaseLost, Store
 from dispatcher.core.changes import SweepChange
 from dispatcher.core.errors import PermanentError, TransientError
@@ -59,6 +59,8 @@ class DispatcherHost(Protocol):
 
     def _template_pattern(self, record: SweepRecord, index: int, job: str) -> str | TransientError | None: ...
 
+    def template_pods(self, record: SweepRecord) -> str | TransientError | None: ...
+
     # -- dispatcher.isolation.Isolation ---------------------------------------------------------
     def _cancel(self, cancels: list[CancelJob], report: TickReport) -> set[str]: ...
 
@@ -103,15 +105,17 @@ class DispatcherHost(Protocol):
 
     def suggest_fresh(self, record: SweepRecord, indices: Sequence[int]) -> dict[int, dict[str, Any]]: ...
 
-    def observations(self, record: SweepRecord) -> list[Observation]: ...
+    def observations(self, record: SweepRecord, *, pending: Sequence[SweepChange] = ()) -> list[Observation]: ...
+
 
     def running_reports(self, record: SweepRecord, sweep: Sweep) -> dict[int, MetricsItem]: ...
 
     def stored_trial_params(self, record: SweepRecord, index: int) -> dict[str, Any]: ...
 
     # -- dispatcher.early_stop.EarlyStopping ----------------------------------------------------
+
     def _early_stop_sweep(self, record: SweepRecord, sweep: Sweep, running: list[LiveTrial],
-                          read: Mapping[str, MetricsItem], jobs: dict[str, JobStatus],
+                          read: MetricsRead, jobs: dict[str, JobStatus],
                           report: TickReport, *, metrics: MetricsStore) -> SweepRecord: ...
 
     def _stop_trial(self, record: SweepRecord, t: LiveTrial, decision: StopDecision,

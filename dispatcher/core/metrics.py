@@ -277,22 +277,32 @@ def final_values(item: MetricsItem, *, metric: str | None = None) -> FinalMetric
     (``metric`` first, then by name) are left out, each with a note."""
     if item.status != "finished":
         return FinalMetrics(notes=(f"status: {item.status!r}, not 'finished' — the trial wrote no final metrics",))
-    source = item.final if item.final is not None else item.metrics
+    values, notes = recorded(item.final if item.final is not None else item.metrics, metric=metric, where="final")
+    return FinalMetrics(values=values, notes=tuple(notes))
+
+
+def recorded(source: Mapping[str, float | int | None], *, metric: str | None,
+             where: str) -> tuple[dict[str, float | int], list[str]]:
+    """The values of ``source`` (a verified item's ``final`` or ``metrics``) that go onto a trial
+    item: finite ones, :func:`storable`, names up to :data:`MAX_RECORDED_NAME` characters, the
+    first :data:`MAX_RECORDED` names (``metric`` first, then by name) — and a note for each left
+    out. Used for a success's final metrics and an early-stopped trial's "what it reached" alike:
+    whatever its pod wrote, the trial's own write always fits and always serialises."""
     notes: list[str] = []
     values: dict[str, float | int] = {}
     names = sorted(source, key=lambda name: (name != metric, name))
     for position, name in enumerate(names):
         value = source[name]
         if value is None:
-            notes.append(f"final.{name[:60]}: not a finite number")
+            notes.append(f"{where}.{name[:60]}: not a finite number")
         elif len(name) > MAX_RECORDED_NAME:
-            notes.append(f"final.{name[:60]}…: a name over {MAX_RECORDED_NAME} characters")
+            notes.append(f"{where}.{name[:60]}…: a name over {MAX_RECORDED_NAME} characters")
         elif len(values) >= MAX_RECORDED:
-            notes.append(f"final: {len(names) - position} names beyond the first {MAX_RECORDED} left out")
+            notes.append(f"{where}: {len(names) - position} names beyond the first {MAX_RECORDED} left out")
             break
         else:
             values[name] = storable(value)
-    return FinalMetrics(values=values, notes=tuple(notes))
+    return values, notes
 
 
 def storable(value: float | int) -> float | int:

@@ -448,15 +448,26 @@ def test_rev18_with_impute_while_running_a_trial_finished_this_tick_is_fitted_at
     no value at the imputed 0.0: for a loss, the best point of the sweep, so the GP is pulled to
     the finished trial's point whatever its loss was (W&B, seeing it finished at 0.75: 0.75)."""
     pytest.importorskip("sweeps")
-    from test_rev14_bayes_impute import SID, Metrics, bayes, gp_y, item, reported, wandb_y
+    from types import SimpleNamespace
 
+    from test_rev14_bayes_impute import METRIC, SID, Host, Metrics, bayes, config_y, item, reported, wandb_y
+    from test_rev14_bayes_impute import _run as as_run
+
+    from dispatcher.core import history
+    from dispatcher.core.changes import TrialTransition
     from dispatcher.core.identity import job_name
 
     sweep = bayes({"impute_while_running": "latest"})
     items = [item(0, "SUCCEEDED", 0.1, {"eval/loss": 0.25}), item(1, "RUNNING", 0.5)]  # trial 1: done, not committed
     items[0]["metric_summary"] = '{"latest":0.25,"max":0.25,"metric":"eval/loss","min":0.25,"n":1,"summary":0.25}'
     metrics = Metrics({job_name(SID, 1, 1): reported(1, [0.9, 0.75])})
-    got = gp_y(sweep, items, live={}, metrics=metrics)
+    # the tick's uncommitted transition of trial 1 (fix: the observations overlay the sweep's
+    # pending changes — its final metrics and the summary of the history read at its end)
+    done = TrialTransition(1, 1, None, "SUCCEEDED", counter="succeeded", metrics={METRIC: 0.75},
+                           summary=history.summarize([0.9, 0.75], metric=METRIC, summary=0.75))
+    record = SimpleNamespace(sweep_id=SID, live={}, metric_name=METRIC, kind="pytorchjob")
+    observations = Host(sweep, items, metrics).observations(record, pending=[done])
+    got = config_y(sweep, [as_run(o, METRIC) for o in sorted(observations, key=lambda o: o.index)])
     expected = wandb_y(sweep, [("finished", 0.1, [0.25], {"eval/loss": 0.25}),
                                ("finished", 0.5, [0.9, 0.75], {"eval/loss": 0.75})])
     assert got == pytest.approx(expected), f"GP fitted on y={got}; W&B's engine: {expected}"
