@@ -203,6 +203,7 @@ class Dispatcher(Launching, Isolation, Suggesting, EarlyStopping):
             self.intake.drain(report)
             self._renew()
         records = self.load_active(report)
+        self.specs.hold(len(records))
         self._policy_holds = self.apply_policy(records, report)
         skip = prepare_observation(self.backends, records, namespace=self.settings.namespace)
         for r in records:

@@ -70,11 +70,22 @@ class SpecCache:
     share between threads (the tick's creates run on several): two that miss the same spec both
     load it, and the cache keeps one."""
 
+    MAX_SIZE = 20_000  # specs kept at most, whatever the number of active sweeps
+
     def __init__(self, loader: Any, size: int = 512) -> None:
         self._loader = loader
         self._items: OrderedDict[str, Sweep] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
+
+    def hold(self, count: int) -> None:
+        """Keep at least ``count`` specs (the tick's active sweeps, with a margin): every tick
+        touches every active sweep's spec (its method, its early termination), so a cache smaller
+        than the active sweeps evicts each before its next use and reads every spec every tick —
+        2,000 ``GetItem`` calls per tick at 2,000 sweeps (benchmarks/tick.py found it). Grows
+        only, up to :attr:`MAX_SIZE` (a parsed spec is a few KB)."""
+        with self._lock:
+            self._size = max(self._size, min(self.MAX_SIZE, count + count // 4))
 
     def get(self, sweep_id: str) -> Sweep:
         with self._lock:
