@@ -158,8 +158,9 @@ def _bayes_host(impute: str = "latest") -> Any:
 
 
 def _item(job: str, attempt: int, losses: list[float], status: str = "failed") -> Any:
-    from dispatcher.core.metrics import MetricsItem
     from test_rev14_bayes_impute import METRIC
+
+    from dispatcher.core.metrics import MetricsItem
 
     return MetricsItem(pod=f"{job}-worker-0", job=job, attempt=attempt, status=status, updated_at=1.0,
                        metrics={METRIC: losses[-1]}, history={p: {METRIC: v} for p, v in enumerate(losses)})
