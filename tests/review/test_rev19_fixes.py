@@ -306,3 +306,44 @@ def test_rev19_guard_what_a_stopped_trial_reached_is_bounded_and_storable_whatev
     got = reached(item, "zz/loss")
     assert len(got) <= MAX_RECORDED and next(iter(got)) == "zz/loss" and "nan" not in got
     assert not unstorable({"metrics": got}), unstorable({"metrics": got})
+
+
+# --------------------------------------------------------------------------- early stop: thresholds
+
+
+def _hb_world(aws: Any, kube: Any, n: int) -> tuple[Any, str, Any, dict[str, Any]]:
+    pytest.importorskip("sweeps")
+    from test_rev18_history import _hb_world as world
+
+    return world(aws, kube, n)
+
+
+def test_rev19_a_trial_waiting_for_its_retry_still_counts_in_the_hyperband_thresholds(aws, kube):
+    """early_stop.py (rev18 finding 1's fix): "every RUNNING trial counts in the thresholds" and the
+    ended ones by their stored bands — a trial WAITING for its retry is neither: attempt 1 crashed
+    (OOM-killed, say) after reporting [1.0, 0.9], reconcile moved it to WAITING in this very tick
+    (``max_retries`` 2, the default), and its history is left out of every band. W&B's engine counts
+    every run with a history whatever its state (``hyperband_stopping``: all runs' histories form
+    the thresholds), and the crashed run is still there — with the same WANDB_RUN_ID (the trial id)
+    for every attempt, W&B holds one run for the trial. Here leaving it out lowers the band-2
+    threshold from 0.3 to 0.2 and trial 3 (0.3), which W&B keeps, is deleted: EARLY_STOPPED for
+    good, because another trial crashed. Same root as rev18 finding 1 (a live trial that is not
+    RUNNING is in neither list)."""
+    from test_rev18_history import _wandb_stops
+
+    from dispatcher.core.jobs import JobPhase
+
+    w, sid, d, spec = _hb_world(aws, kube, 4)
+    for index, loss in ((0, 0.1), (1, 0.9), (2, 0.2), (3, 0.3)):
+        w.write(sid, index, [1.0, loss])
+    w.kube.set_job_phase("pytorchjob", f"{sid}-1-a1", JobPhase.FAILED)
+    assert _wandb_stops(spec, [("running", [1.0, 0.1]), ("crashed", [1.0, 0.9]), ("running", [1.0, 0.2]),
+                               ("running", [1.0, 0.3])]) == set()
+    w.clock.advance(30)
+    report = d.tick()
+    live = w.store.get_sweep(sid).get("live") or {}
+    assert w.store.get_trial(sid, 1)["state"] not in ("FAILED", "EARLY_STOPPED"), (w.store.get_trial(sid, 1), live)
+    stopped = {i for i in range(4) if w.store.get_trial(sid, i)["state"] == "EARLY_STOPPED"}
+    assert not stopped, (f"trials {sorted(stopped)} early-stopped on thresholds without trial 1 (attempt 1 "
+                         f"crashed, retry pending); W&B stops none. {w.store.get_trial(sid, 3).get('reason')}; "
+                         f"errors {report.errors}")
