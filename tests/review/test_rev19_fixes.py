@@ -320,7 +320,8 @@ def _hb_world(aws: Any, kube: Any, n: int) -> tuple[Any, str, Any, dict[str, Any
 
 def test_rev19_a_trial_waiting_for_its_retry_still_counts_in_the_hyperband_thresholds(aws, kube):
     """early_stop.py (rev18 finding 1's fix): "every RUNNING trial counts in the thresholds" and the
-    ended ones by their stored bands — a trial WAITING for its retry is neither: attempt 1 crashed
+    ended ones by their stored bands — a trial WAITING for its retry is neither (nor, its retry claimed
+    the same tick, PENDING/LAUNCHED, until attempt 2 runs and reports again): attempt 1 crashed
     (OOM-killed, say) after reporting [1.0, 0.9], reconcile moved it to WAITING in this very tick
     (``max_retries`` 2, the default), and its history is left out of every band. W&B's engine counts
     every run with a history whatever its state (``hyperband_stopping``: all runs' histories form
@@ -347,3 +348,49 @@ def test_rev19_a_trial_waiting_for_its_retry_still_counts_in_the_hyperband_thres
     assert not stopped, (f"trials {sorted(stopped)} early-stopped on thresholds without trial 1 (attempt 1 "
                          f"crashed, retry pending); W&B stops none. {w.store.get_trial(sid, 3).get('reason')}; "
                          f"errors {report.errors}")
+
+
+def test_rev19_guard_a_template_sweeps_unsummarised_ended_trials_are_read_by_the_policys_pod_pattern():
+    """Guard. suggesting.py ``_ended_histories`` for kind ``template``: the ended trial's item is
+    read under the operator policy's pod pattern (``template_pods``), as every other reader; with
+    no pattern in the policy nothing is read (no pod of the template is trusted)."""
+    sweep = _bayes_host("latest")
+    from test_rev14_bayes_impute import METRIC, SID, Host, Metrics, item
+
+    from dispatcher.core.identity import job_name
+
+    items = [item(0, "FAILED", 0.1)]
+    job = job_name(SID, 0, 1)
+    items[0]["job"], items[0]["attempt"] = job, 1
+    seen: list[Any] = []
+
+    class Reader(Metrics):
+        def read(self, refs: Any, *, template_patterns: Any = None) -> Any:
+            seen.append(dict(template_patterns or {}))
+            return super().read(refs)
+
+    record = SimpleNamespace(sweep_id=SID, live={}, metric_name=METRIC, kind="template",
+                             launch=SimpleNamespace(template="jobset"))
+    host = Host(sweep, items, Reader({job: _item(job, 1, [5.0, 4.0])}))
+    host.template_pods = lambda _record: "w-[0-9]+-[0-9]+-[a-z0-9]{5}"
+    (obs,) = host.observations(record)
+    assert seen == [{job: "w-[0-9]+-[0-9]+-[a-z0-9]{5}"}] and obs.history and obs.history[-1] == 4.0
+    seen.clear()
+    host.template_pods = lambda _record: None
+    host.observations(record)
+    assert seen == []
+
+
+def test_rev19_guard_a_quiet_hyperband_tick_reads_no_trial_items(aws, kube):
+    """Guard. early_stop.py: a hyperband sweep none of whose stoppable trials reached the first band
+    costs one batched metrics read per tick and no Query of its trial items (nor a commit)."""
+    w, sid, d, _ = _hb_world(aws, kube, 3)
+    for index in range(3):
+        w.write(sid, index, [1.0])  # band 2 not reached by anyone
+    queried: list[str] = []
+    real = d.store.trials
+    d.store.trials = lambda sweep_id: queried.append(sweep_id) or real(sweep_id)
+    w.clock.advance(30)
+    report = d.tick()
+    assert not report.errors and report.early_stopped == 0
+    assert queried == [], queried
