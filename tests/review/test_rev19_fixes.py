@@ -394,3 +394,65 @@ def test_rev19_guard_a_quiet_hyperband_tick_reads_no_trial_items(aws, kube):
     report = d.tick()
     assert not report.errors and report.early_stopped == 0
     assert queried == [], queried
+
+
+# --------------------------------------------------------------------------- bayes: the tick
+
+
+def test_rev19_guard_in_the_tick_a_trial_fails_the_next_suggestion_fits_its_history(aws, kube):
+    """Guard. The tick end to end (rev18 findings 3 and 4's fixes together): trial 0 succeeds
+    (1.0); trial 1 fails for good (``max_retries: 0``) after reporting [4.0, 3.0], and in that same
+    tick its slot is refilled. The suggestion for trial 2 is W&B's engine's on a failed run with
+    that history (``impute: latest`` → 3.0), not on a run still pending nor on one with nothing."""
+    pytest.importorskip("sweeps")
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
+    from test_bayes_tick import World, bayes_spec
+    from test_rev14_hyperband_tick import raw_item
+
+    from dispatcher.adapters.dynamo import ser
+    from dispatcher.core.jobs import JobPhase
+    from dispatcher.core.search import Observation, default_seed, suggest
+    from dispatcher.core.spec import validate_sweep
+
+    w = World(aws, kube, max_running=1)
+    spec = bayes_spec(run_cap=4)
+    spec["metric"]["impute"] = "latest"
+    sid = submit_with(w.queue, spec, {"max_retries": 0})
+    d = w.dispatcher()
+    assert not d.tick().errors
+    (job,) = w.jobs()
+    w.finish(job, sid, 1.0)
+    w.clock.advance(60)
+    assert not d.tick().errors
+    assert w.store.get_trial(sid, 0)["state"] == "SUCCEEDED"
+    name = f"{sid}-1-a1"
+    w.kube.set_job_phase("pytorchjob", name, JobPhase.RUNNING)
+    w.clock.advance(60)
+    assert not d.tick().errors
+    item = raw_item(sid, 1, {"0": {"eval/loss": 4.0}, "1": {"eval/loss": 3.0}}, status="failed")
+    item["metrics"], item["updated_at"] = {"eval/loss": 3.0}, w.clock()
+    w.aws.client("dynamodb").put_item(TableName=str(w.settings.metrics_table), Item=ser(item))
+    w.kube.set_job_phase("pytorchjob", name, JobPhase.FAILED)
+    w.clock.advance(60)
+    report = d.tick()
+    assert w.store.get_trial(sid, 1)["state"] == "FAILED", (w.store.get_trial(sid, 1), report.errors)
+    params = w.params(sid)
+    assert 2 in params, report.errors
+    sweep = validate_sweep(spec)
+    seed = default_seed(sweep, 2)
+    done = Observation(0, params[0], "finished", 1.0, (1.0,))
+
+    def suggested(observed: Observation) -> dict[str, Any]:
+        return suggest(sweep, observations=[done, observed], indices=[2], seed=seed)[0].params
+
+    wandb = suggested(Observation(1, params[1], "failed", 3.0, (4.0, 3.0)))
+    assert wandb != suggested(Observation(1, params[1], "failed", None, ()))  # the engine's answer depends on it
+    assert params[2] == wandb, (params[2], wandb, suggested(Observation(1, params[1], "pending", None, ())))
+
+
+def submit_with(queue: Any, spec: dict[str, Any], launch: dict[str, Any]) -> str:
+    from helpers import submit
+
+    return submit(queue, spec, launch)
