@@ -328,8 +328,11 @@ def test_rev19_a_trial_waiting_for_its_retry_still_counts_in_the_hyperband_thres
     the thresholds), and the crashed run is still there — with the same WANDB_RUN_ID (the trial id)
     for every attempt, W&B holds one run for the trial. Here leaving it out lowers the band-2
     threshold from 0.3 to 0.2 and trial 3 (0.3), which W&B keeps, is deleted: EARLY_STOPPED for
-    good, because another trial crashed. Same root as rev18 finding 1 (a live trial that is not
-    RUNNING is in neither list)."""
+    good, because another trial crashed. The window is not one tick: the trial's history
+    ("over the trial's whole life", trainer/channel.py) is back only when attempt 2 runs and
+    reports — after its retry backoff and however long the retry queues (PENDING behind Kueue);
+    a LOST trial (its job vanished, in its grace) is left out the same way. Same root as rev18
+    finding 1 (a live trial that is not RUNNING is in neither list)."""
     from test_rev18_history import _wandb_stops
 
     from dispatcher.core.jobs import JobPhase
