@@ -459,3 +459,33 @@ def submit_with(queue: Any, spec: dict[str, Any], launch: dict[str, Any]) -> str
     from helpers import submit
 
     return submit(queue, spec, launch)
+
+
+def test_rev19_guard_an_unserved_read_of_an_unsummarised_ended_trial_defers_the_early_stop(aws, kube):
+    """Guard. early_stop.py: an ended trial without a summary has its metrics item read; when
+    DynamoDB leaves that key unprocessed, the sweep is evaluated next tick — trial 3 (0.3), which
+    W&B keeps with the stopped trial 2 (0.9) in the band-2 threshold, is not stopped on the rest."""
+    from test_rev18_history import _Unprocessed, _wandb_stops
+
+    w, sid, d, spec = _hb_world(aws, kube, 5)  # max_running 5: trials 0-4 run
+    for index, loss in ((0, 0.1), (1, 0.2), (2, 0.9), (3, 0.3), (4, 0.25)):
+        w.write(sid, index, [1.0] if index >= 3 else [1.0, loss])
+    w.clock.advance(30)
+    d.tick()
+    assert w.store.get_trial(sid, 2)["state"] == "EARLY_STOPPED"
+    # its summary lost (stored before summaries existed, say): the fallback reads its metrics item
+    w.aws.client("dynamodb").update_item(TableName=w.settings.table,
+                                         Key={"pk": {"S": f"SWEEP#{sid}"}, "sk": {"S": "TRIAL#0000000002"}},
+                                         UpdateExpression="REMOVE metric_summary")
+    w.write(sid, 3, [1.0, 0.3])
+    assert _wandb_stops(spec, [("running", [1.0, 0.1]), ("running", [1.0, 0.2]), ("killed", [1.0, 0.9]),
+                               ("running", [1.0, 0.3]), ("running", [1.0])]) == set()
+    assert _wandb_stops(spec, [("running", [1.0, 0.1]), ("running", [1.0, 0.2]),
+                               ("running", [1.0, 0.3]), ("running", [1.0])]) == {2}  # (trial 3: 3rd run here)
+    d.metrics.client = _Unprocessed(d.metrics.client, {f"{sid}-2-a1-worker-0"})
+    d.metrics.sleep = lambda _s: None
+    w.clock.advance(30)
+    report = d.tick()
+    stopped = {i for i in (0, 1, 3, 4) if w.store.get_trial(sid, i)["state"] == "EARLY_STOPPED"}
+    assert not stopped, (stopped, report.errors)
+    assert any("unprocessed" in e for e in report.errors), report.errors
