@@ -18,6 +18,11 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ["SWEEPQ_HOME"] = tempfile.mkdtemp(prefix="sweepq-home-")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+# moto's TransactWriteItems without its whole-table deep copy per item (tests/moto_txn.py, issue 16).
+import moto_txn  # noqa: E402
+
+moto_txn.install()
+
 
 def free_port() -> int:
     with socket.socket() as s:

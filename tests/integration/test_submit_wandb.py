@@ -225,10 +225,17 @@ def test_the_team_defaults_flag_is_validated(world: World, tmp_path: Path, monke
 
 @pytest.mark.slow
 def test_unreachable_w_and_b(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Nothing listens at WANDB_BASE_URL (W&B's SDK gives up after ~20 s)."""
+    """Nothing listens at WANDB_BASE_URL. W&B's SDK waits ``WANDB_HTTP_TIMEOUT`` seconds (default
+    19) for its service process to answer each request, so each submit here would take ~20 s; the
+    test sets it to 2 s. ``wandb.Api`` reads that variable once, when wandb is imported (at this
+    module's collection), hence the class attribute too — an AttributeError here means the SDK
+    renamed it, not that sweepq broke. What is proved (an unreachable W&B, however it times out)
+    does not depend on how long the SDK waits."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    monkeypatch.setenv("WANDB_HTTP_TIMEOUT", "2")  # wandb-core's per-request timeout, read at wandb's setup
+    monkeypatch.setattr(wandb.Api, "_HTTP_TIMEOUT", 2)  # the SDK's wait for wandb-core, read at import
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("WANDB_API_KEY", KEY)
     # explicit: exit 3, a message naming W&B's address and what to do, nothing sent

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
 from helpers import Clock, bootstrap, grid_spec, make_dispatcher, submit
 
 from dispatcher.adapters.dynamo import ser
@@ -220,6 +221,7 @@ def test_rev16_an_unread_success_does_not_drop_the_outcome_of_another_trial_whos
         f"trial 1 decided FAILED (over max_runtime, job deleted) but recorded {first}; tick errors {third.errors}")
 
 
+@pytest.mark.slow  # ~20 s: collected first so that work stealing starts it at once
 def test_rev16_hundreds_of_trials_finishing_and_claimed_in_one_tick_are_all_recorded(aws, kube):
     """One sweep, 150 running trials that all succeed in one tick and 150 fresh claims in the same
     tick: 300 changes of one sweep, split at the item / expression limits (sweep_writes.py). Every
