@@ -50,6 +50,7 @@ def _largest_accepted_spec() -> dict[str, Any]:
     return spec(n)
 
 
+@pytest.mark.xfail(strict=True, reason="rev19 finding 2, open (issue 16): SpecCache.hold is bounded by count, not bytes")
 def test_rev19_the_spec_cache_sized_to_the_active_sweeps_fits_the_dispatcher_lambdas_memory():
     """trials.py ``SpecCache.hold`` (commit 9e63439): the cache now keeps ``active + 25 %`` specs,
     up to 20,000, on the premise "a parsed spec is a few KB". Nothing bounds it by size: a sweep
@@ -91,6 +92,7 @@ def test_rev19_the_spec_cache_sized_to_the_active_sweeps_fits_the_dispatcher_lam
         f"{memory // 2**20} MiB")
 
 
+@pytest.mark.xfail(strict=True, reason="rev19 finding 3, open (issue 16): an LRU cycled past MAX_SIZE hits nothing")
 def test_rev19_above_max_size_the_spec_cache_still_serves_the_specs_it_holds():
     """trials.py ``SpecCache.hold``: capped at ``MAX_SIZE`` (20,000). The commit's own reasoning —
     "a 512-spec LRU visited in order evicts each spec before its next use" — applies unchanged past
@@ -223,6 +225,7 @@ def test_rev19_guard_a_pending_waiting_retry_is_observed_as_pending_and_nothing_
     assert metrics.reads == []
 
 
+@pytest.mark.xfail(strict=True, reason="rev19 finding 4, open (issue 14): the summary built from a late read is not kept on the trial item")
 def test_rev19_an_unsummarised_ended_trial_is_read_again_on_every_suggestion_and_its_fit_moves():
     """suggesting.py ``_ended_histories`` (rev18 finding 3's fix): an ended trial with no summary
     (its end read was unserved, or it ended before summaries existed) has its metrics item read
@@ -318,6 +321,7 @@ def _hb_world(aws: Any, kube: Any, n: int) -> tuple[Any, str, Any, dict[str, Any
     return world(aws, kube, n)
 
 
+@pytest.mark.xfail(strict=True, reason="rev19 finding 1, open (issue 14): a WAITING (or LOST) trial's history is left out of the hyperband thresholds")
 def test_rev19_a_trial_waiting_for_its_retry_still_counts_in_the_hyperband_thresholds(aws, kube):
     """early_stop.py (rev18 finding 1's fix): "every RUNNING trial counts in the thresholds" and the
     ended ones by their stored bands — a trial WAITING for its retry is neither (nor, its retry claimed
