@@ -116,3 +116,16 @@ def pytorchjob_phase(job: dict[str, Any]) -> JobPhase:
     if "Failed" in conds:
         return JobPhase.FAILED
     return JobPhase.RUNNING if "Running" in conds else JobPhase.PENDING
+
+
+class CountingSession:
+    """``session`` whose clients count their calls (the benchmarks' ``AwsCalls``, on in-process
+    moto): ``.calls.calls`` maps ``service.Operation`` to a count, ``.calls.reset()`` clears it."""
+
+    def __init__(self, session: Any) -> None:
+        from benchmarks._common import AwsCalls
+
+        self.session, self.calls = session, AwsCalls()
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        return self.calls.attach(self.session.client(service, **kwargs))

@@ -4,9 +4,7 @@ LRU evicted each spec before its next use, as every tick touches every sweep's s
 
 from __future__ import annotations
 
-from typing import Any
-
-from helpers import Clock, bootstrap, grid_spec, make_dispatcher, submit
+from helpers import Clock, CountingSession, bootstrap, grid_spec, make_dispatcher, submit
 
 from dispatcher.backends import make_backend
 from dispatcher.core.jobs import JobPhase
@@ -14,19 +12,9 @@ from dispatcher.settings import Settings
 from dispatcher.trials import SpecCache
 
 
-class _Counting:
-    def __init__(self, session: Any) -> None:
-        from benchmarks._common import AwsCalls
-
-        self.session, self.calls = session, AwsCalls()
-
-    def client(self, service: str, **kwargs: Any) -> Any:
-        return self.calls.attach(self.session.client(service, **kwargs))
-
-
 def test_a_quiet_tick_reads_no_spec_with_more_active_sweeps_than_the_cache_started_with(aws, kube):
     kind = "pytorchjob"
-    counting = _Counting(aws)
+    counting = CountingSession(aws)
     settings = Settings.load({}, backend=kind, namespace="sweepq", max_running=20)
     _, queue = bootstrap(counting, settings)
     d = make_dispatcher(counting, settings, {kind: make_backend(kind, api_client=kube.api_client,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from helpers import Clock, bootstrap, grid_spec, make_dispatcher, submit
+from helpers import Clock, CountingSession, bootstrap, grid_spec, make_dispatcher, submit
 
 from dispatcher.backends import make_backend
 from dispatcher.core.errors import TransientError
@@ -67,18 +67,6 @@ def test_rev17_a_sweep_whose_breaker_tripped_launches_no_new_trial_while_a_succe
     assert meta["state"] == "FAILED", meta["state"]
 
 
-class _Counting:
-    """``aws`` whose clients count their calls (the benchmark's AwsCalls, on in-process moto)."""
-
-    def __init__(self, session: Any) -> None:
-        from benchmarks._common import AwsCalls
-
-        self.session, self.calls = session, AwsCalls()
-
-    def client(self, service: str, **kwargs: Any) -> Any:
-        return self.calls.attach(self.session.client(service, **kwargs))
-
-
 def _formula(report: Any, touched: int, ended: int = 0) -> int:
     from types import SimpleNamespace
 
@@ -97,7 +85,7 @@ def test_rev17_the_benchmarks_call_formula_counts_the_launched_notes_and_the_end
     ``report.active_sweeps`` — counted *after* the end — for the sweeps the tick loaded. The
     formula holds only for the benchmark's own sequence of ticks, not for "every tick"."""
     kind = "pytorchjob"  # the benchmark's kind (its first pod is known by name: one metrics BatchGetItem)
-    counting = _Counting(aws)
+    counting = CountingSession(aws)
     settings = Settings.load({}, backend=kind, namespace="sweepq", max_running=1)
     _, queue = bootstrap(counting, settings)
     d = make_dispatcher(counting, settings, {kind: make_backend(kind, api_client=kube.api_client,

@@ -199,6 +199,20 @@ def test_rev19_guard_the_overlay_fits_the_attempt_that_ended_not_an_earlier_one(
     assert metrics.reads == [[("pytorchjob", a2, 2)]]
 
 
+
+def _summarise_first_and_name_jobs(items: list[dict[str, Any]]) -> str:
+    """Trial 0 succeeded at 1.0 with its summary; every item names its attempt-1 job. Returns
+    trial 1's job name."""
+    from test_rev14_bayes_impute import SID
+
+    from dispatcher.core.identity import job_name
+
+    items[0]["metric_summary"] = '{"latest":1.0,"max":1.0,"metric":"eval/loss","min":1.0,"n":1,"summary":1.0}'
+    for one in items:
+        one["job"], one["attempt"] = job_name(SID, one["index"], 1), 1
+    return job_name(SID, 1, 1)
+
+
 def test_rev19_guard_a_pending_waiting_retry_is_observed_as_pending_and_nothing_is_read():
     """Guard. suggesting.py: a pending transition that keeps the trial live (attempt 1 failed,
     WAITING for its retry) is not an end: the trial is observed from ``record.live`` (pending,
@@ -207,14 +221,10 @@ def test_rev19_guard_a_pending_waiting_retry_is_observed_as_pending_and_nothing_
     from test_rev14_bayes_impute import METRIC, SID, Host, Metrics, item
 
     from dispatcher.core.changes import TrialTransition
-    from dispatcher.core.identity import job_name
     from dispatcher.core.records import LiveTrial, TrialState
 
     items = [item(0, "SUCCEEDED", 0.1, {METRIC: 1.0}), item(1, "RUNNING", 0.9)]
-    items[0]["metric_summary"] = '{"latest":1.0,"max":1.0,"metric":"eval/loss","min":1.0,"n":1,"summary":1.0}'
-    for one in items:
-        one["job"], one["attempt"] = job_name(SID, one["index"], 1), 1
-    a1 = job_name(SID, 1, 1)
+    a1 = _summarise_first_and_name_jobs(items)
     metrics = Metrics({a1: _item(a1, 1, [5.0, 4.0])})
     waiting = LiveTrial(index=1, attempt=1, state=TrialState.WAITING, job_name=a1)
     change = TrialTransition(1, 1, {"state": "WAITING"}, "WAITING")
@@ -242,13 +252,9 @@ def test_rev19_an_unsummarised_ended_trial_is_read_again_on_every_suggestion_and
     from test_rev14_bayes_impute import METRIC, SID, Host, Metrics, config_y, item
     from test_rev14_bayes_impute import _run as as_run
 
-    from dispatcher.core.identity import job_name
 
     items = [item(0, "SUCCEEDED", 0.1, {METRIC: 1.0}), item(1, "CANCELLED", 0.9)]
-    items[0]["metric_summary"] = '{"latest":1.0,"max":1.0,"metric":"eval/loss","min":1.0,"n":1,"summary":1.0}'
-    for one in items:
-        one["job"], one["attempt"] = job_name(SID, one["index"], 1), 1
-    a1 = job_name(SID, 1, 1)
+    a1 = _summarise_first_and_name_jobs(items)
     metrics = Metrics({a1: _item(a1, 1, [5.0, 4.0], status="stopping")})
     host = Host(sweep, items, metrics)
     record = SimpleNamespace(sweep_id=SID, live={}, metric_name=METRIC, kind="pytorchjob")
